@@ -1,0 +1,29 @@
+package worker
+
+import (
+	"context"
+
+	"github.com/aivonx/aivonx/app/fleet"
+)
+
+// NodeLister lists the nodes to probe. Same method as app.FleetStore, so one
+// store type satisfies both.
+type NodeLister interface {
+	Nodes(ctx context.Context) ([]fleet.Node, error)
+}
+
+// StatusStore keeps the observed statuses. The worker reads the previous
+// pass (for rise/fall thresholds and to know when models are due) and writes
+// the new one in a single call. Safe for concurrent use.
+type StatusStore interface {
+	Statuses(ctx context.Context) ([]fleet.Status, error)
+	WriteStatuses(ctx context.Context, statuses []fleet.Status) error
+}
+
+// Lock makes sure only one worker among many runs a pass at a time. TryLock
+// returns ok=false, without error, when another worker holds the lock. The
+// lock expires by itself if its holder dies, so another worker takes over.
+// unlock releases it early. Nil means no lock (a single in-process worker).
+type Lock interface {
+	TryLock(ctx context.Context) (unlock func(), ok bool, err error)
+}
