@@ -40,6 +40,7 @@ type InFlight interface {
 	// implementation that cannot reach its backing store degrades to local
 	// counts rather than failing the request.
 	Acquire(ctx context.Context, nodeIDs []int64) (chosen int, release func(), err error)
-	// Counts returns the requests in flight per node; absent means zero.
-	Counts(ctx context.Context) (map[int64]int, error)
+	// Counts returns the requests in flight on each of the given nodes;
+	// absent means zero.
+	Counts(ctx context.Context, nodeIDs []int64) (map[int64]int, error)
 }
