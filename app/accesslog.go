@@ -1,0 +1,189 @@
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// access is what one request's access line reports. The proxy fills in the
+// model, node and token counts as it learns them.
+type access struct {
+	start      time.Time
+	firstByte  time.Duration
+	status     int
+	bytes      int64
+	model      string
+	node       string
+	retries    int
+	promptTok  int64
+	evalTok    int64
+	streamErr  string
+	err        error
+	requestID  string
+	wroteFirst bool
+}
+
+type accessKey struct{}
+
+func accessFrom(ctx context.Context) *access {
+	a, _ := ctx.Value(accessKey{}).(*access)
+	return a
+}
+
+// recorder wraps the client's ResponseWriter to count what went out. It
+// implements Flush and Unwrap so http.NewResponseController reaches the real
+// writer (which, under Lambda, is not a net/http one).
+type recorder struct {
+	http.ResponseWriter
+	a *access
+}
+
+func (w *recorder) WriteHeader(status int) {
+	if w.a.status == 0 {
+		w.a.status = status
+		w.a.firstByte = time.Since(w.a.start)
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *recorder) Write(b []byte) (int, error) {
+	if w.a.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.a.bytes += int64(n)
+	return n, err
+}
+
+func (w *recorder) Flush() {
+	if w.a.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+var requestSeq atomic.Uint64
+var requestPrefix = func() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}()
+
+// serveLogged runs the router and writes one JSON access line per request.
+// Request bodies and credentials are never logged.
+func (h *Handler) serveLogged(w http.ResponseWriter, r *http.Request) {
+	a := &access{start: time.Now()}
+	a.requestID = r.Header.Get("X-Request-Id")
+	if a.requestID == "" || len(a.requestID) > 128 {
+		a.requestID = requestPrefix + "-" + itoa(requestSeq.Add(1))
+	}
+	rec := &recorder{ResponseWriter: w, a: a}
+	hdr := w.Header()
+	hdr.Set("X-Request-Id", a.requestID)
+	hdr.Set("X-Aivonx-Version", h.cfg.Version)
+	r = r.WithContext(context.WithValue(r.Context(), accessKey{}, a))
+	defer func() {
+		p := recover()
+		if p != nil && p != http.ErrAbortHandler {
+			h.log.Error("panic serving request", "path", r.URL.Path, "panic", p)
+			if a.status == 0 {
+				writeError(rec, ollamaDialect, http.StatusInternalServerError, "internal error")
+			}
+			p = http.ErrAbortHandler // end this request, keep the process
+		}
+		h.logAccess(r, a)
+		if p != nil {
+			panic(p)
+		}
+	}()
+	h.mux.ServeHTTP(rec, r)
+}
+
+func (h *Handler) logAccess(r *http.Request, a *access) {
+	status := a.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	if r.Context().Err() != nil && a.streamErr == "" && errors.Is(r.Context().Err(), context.Canceled) && a.status == 0 {
+		status = 499 // client closed the request before an answer
+	}
+	level := slog.LevelInfo
+	if status >= 500 || a.streamErr != "" {
+		level = slog.LevelWarn
+	}
+	attrs := make([]slog.Attr, 0, 16)
+	attrs = append(attrs,
+		slog.String("method", r.Method),
+		slog.String("path", r.URL.Path),
+		slog.Int("status", status),
+		slog.Float64("duration_ms", ms(time.Since(a.start))),
+		slog.Float64("ttfb_ms", ms(a.firstByte)),
+		slog.Int64("bytes", a.bytes),
+		slog.String("request_id", a.requestID),
+		slog.String("client", clientIP(r)),
+	)
+	if a.model != "" {
+		attrs = append(attrs, slog.String("model", a.model))
+	}
+	if a.node != "" {
+		attrs = append(attrs, slog.String("node", a.node))
+	}
+	if a.retries > 0 {
+		attrs = append(attrs, slog.Int("retries", a.retries))
+	}
+	if a.promptTok > 0 || a.evalTok > 0 {
+		attrs = append(attrs, slog.Int64("prompt_eval_count", a.promptTok), slog.Int64("eval_count", a.evalTok))
+	}
+	if a.streamErr != "" {
+		attrs = append(attrs, slog.String("stream_error", a.streamErr))
+	}
+	if a.err != nil {
+		attrs = append(attrs, slog.String("err", a.err.Error()))
+	}
+	h.log.LogAttrs(r.Context(), level, "request", attrs...)
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func itoa(n uint64) string {
+	var b [20]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+		if n == 0 {
+			return string(b[i:])
+		}
+	}
+}
+
+// shortReason turns a transport error into a short, secret-free reason.
+func shortReason(err error) string {
+	s := err.Error()
+	if i := strings.LastIndex(s, ": "); i >= 0 && strings.Contains(s, "dial tcp") {
+		return s[i+2:]
+	}
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
+}

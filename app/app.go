@@ -1,0 +1,183 @@
+// Package app is Aivonx's one http.Handler: the Ollama- and OpenAI-compatible
+// proxy plus its operational routes. The same handler runs under net/http
+// (`aivonx serve`) and under AWS Lambda.
+//
+// The life of a proxied request:
+//
+//	access log → read body (bounded) → model → candidates (fleet snapshot,
+//	cached ~1 s) → strategy narrows → InFlight.Acquire picks the least loaded
+//	and takes its slot → forward → relay the response as it streams →
+//	release the slot
+//
+// A node that cannot be reached, or answers 503 busy, before any byte went to
+// the client is skipped and the next candidate takes the same (buffered)
+// request. Once bytes were sent nothing is retried: a stream that breaks ends
+// with an error line the client can see.
+package app
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/aivonx/aivonx/app/fleet"
+)
+
+// Config holds the handler's settings. Zero values mean the documented
+// defaults.
+type Config struct {
+	// Version is the proxy's own version, sent in the X-Aivonx-Version
+	// header and in /api/proxy/state.
+	Version string
+	// Mode names the deployment ("embedded", "shared", "lambda") for
+	// /api/health. Zero means "embedded".
+	Mode string
+	// MaxBodyBytes caps request bodies (413 above it). Zero means 64 MiB:
+	// base64 images are large.
+	MaxBodyBytes int64
+	// FirstByteTimeout bounds the wait for a node's response headers. It is
+	// long because a node may have to load a model first. Zero means 5m.
+	FirstByteTimeout time.Duration
+	// DialTimeout bounds connecting to a node. Zero means 5s.
+	DialTimeout time.Duration
+	// StatusMaxAge is how old a node status may be and still count as
+	// fresh. Zero means 30s (three health intervals).
+	StatusMaxAge time.Duration
+	// RefreshEvery is how long the handler reuses the fleet (nodes,
+	// settings, statuses) it read last. Zero means 1s.
+	RefreshEvery time.Duration
+	// MarkFor is how long a passive "unreachable" mark excludes a node when
+	// no newer health check has passed. Zero means 30s.
+	MarkFor time.Duration
+	// Transport forwards requests to nodes. Nil means a tuned transport
+	// shared by all requests.
+	Transport http.RoundTripper
+	// Dependencies are checked by /api/health (Postgres, Redis...).
+	Dependencies []Dependency
+}
+
+// Dependency is something /api/health reports on.
+type Dependency struct {
+	Name  string
+	Check func(ctx context.Context) error
+}
+
+func (c *Config) setDefaults() {
+	c.Mode = cmp.Or(c.Mode, "embedded")
+	c.Version = cmp.Or(c.Version, "dev")
+	c.MaxBodyBytes = cmp.Or(c.MaxBodyBytes, 64<<20)
+	c.FirstByteTimeout = cmp.Or(c.FirstByteTimeout, 5*time.Minute)
+	c.DialTimeout = cmp.Or(c.DialTimeout, 5*time.Second)
+	c.StatusMaxAge = cmp.Or(c.StatusMaxAge, 30*time.Second)
+	c.RefreshEvery = cmp.Or(c.RefreshEvery, time.Second)
+	c.MarkFor = cmp.Or(c.MarkFor, 30*time.Second)
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.MaxBodyBytes < 0:
+		return errors.New("MaxBodyBytes must not be negative")
+	case c.FirstByteTimeout < 0, c.DialTimeout < 0, c.StatusMaxAge < 0, c.RefreshEvery < 0, c.MarkFor < 0:
+		return errors.New("durations must not be negative")
+	}
+	return nil
+}
+
+// Handler is the proxy. Build it with [New]; it is safe for concurrent use.
+type Handler struct {
+	cfg       Config
+	store     FleetStore
+	statuses  StatusSource
+	inflight  InFlight
+	log       *slog.Logger
+	transport http.RoundTripper
+	mux       *http.ServeMux
+	view      viewCache
+	marks     sync.Map // node ID → time.Time of a passive "unreachable" mark
+	bufs      sync.Pool
+	now       func() time.Time
+}
+
+// New builds the handler. It does no I/O; the first request reads the fleet.
+func New(cfg Config, store FleetStore, statuses StatusSource, inflight InFlight, log *slog.Logger) (*Handler, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if store == nil || statuses == nil || inflight == nil || log == nil {
+		return nil, errors.New("app.New: store, statuses, inflight and log are required")
+	}
+	h := &Handler{
+		cfg:       cfg,
+		store:     store,
+		statuses:  statuses,
+		inflight:  inflight,
+		log:       log,
+		transport: cfg.Transport,
+		now:       time.Now,
+	}
+	if h.transport == nil {
+		h.transport = NewTransport(cfg.DialTimeout, cfg.FirstByteTimeout)
+	}
+	h.bufs.New = func() any { b := make([]byte, 32<<10); return &b }
+	h.view.load = h.loadView
+	h.view.every = cfg.RefreshEvery
+	h.mux = h.routes()
+	return h, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.serveLogged(w, r)
+}
+
+// NewTransport returns the transport used to reach nodes: kept-alive
+// connections (many per node, since each stream holds one), a bounded dial,
+// no compression (bodies pass through untouched) and a bound on the wait for
+// response headers.
+func NewTransport(dialTimeout, firstByteTimeout time.Duration) *http.Transport {
+	dialer := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		Proxy:                 nil, // nodes are reached directly, never through HTTP_PROXY
+		DialContext:           dialer.DialContext,
+		MaxIdleConns:          4096,
+		MaxIdleConnsPerHost:   1024,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: firstByteTimeout,
+		ExpectContinueTimeout: 0,
+		DisableCompression:    true,
+		WriteBufferSize:       16 << 10,
+		ReadBufferSize:        16 << 10,
+	}
+}
+
+// routing returns the inputs of candidate selection for a request now.
+func (h *Handler) routing() fleet.Routing {
+	now := h.now()
+	return fleet.Routing{Now: now, MaxAge: h.cfg.StatusMaxAge, Excluded: func(id int64, checkedAt time.Time) bool {
+		v, ok := h.marks.Load(id)
+		if !ok {
+			return false
+		}
+		at := v.(time.Time)
+		return at.After(checkedAt) && now.Sub(at) < h.cfg.MarkFor
+	}}
+}
+
+// markUnreachable is the passive health check: after a failed connection the
+// node is avoided at once by this process and, through the status source,
+// by every replica, until a newer health check passes.
+func (h *Handler) markUnreachable(ctx context.Context, n fleet.Node, cause error) {
+	h.marks.Store(n.ID, h.now())
+	h.log.Warn("node unreachable", "node", n.Name, "node_id", n.ID, "url", n.BaseURL, "err", cause.Error())
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 500*time.Millisecond)
+	defer cancel()
+	if err := h.statuses.MarkUnreachable(ctx, n.ID, shortReason(cause)); err != nil {
+		h.log.Debug("share unreachable mark", "node_id", n.ID, "err", err.Error())
+	}
+}

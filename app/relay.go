@@ -1,0 +1,168 @@
+package app
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/aivonx/aivonx/app/fleet"
+)
+
+// streamKind is how a response body is framed, which decides how a failure
+// in the middle of it is reported to the client.
+type streamKind int
+
+const (
+	plainBody streamKind = iota // a whole JSON document: a cut is all we can do
+	ndjsonBody                  // Ollama streaming: a final {"error":…} line
+	sseBody                     // OpenAI streaming: a final data: {"error":…} event
+)
+
+func kindOf(contentType string) streamKind {
+	switch {
+	case strings.HasPrefix(contentType, "application/x-ndjson"):
+		return ndjsonBody
+	case strings.HasPrefix(contentType, "text/event-stream"):
+		return sseBody
+	}
+	return plainBody
+}
+
+// relay copies the node's response to the client as it arrives: every read
+// from the node is written and flushed at once, so no token waits for
+// another. When the node fails mid-stream the client gets a final error it
+// can see, never a silent truncation.
+func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rt route, node fleet.Node, resp *http.Response) {
+	defer resp.Body.Close()
+	a := accessFrom(r.Context())
+	hdr := w.Header()
+	copyHeaders(hdr, resp.Header, skipResponseHeaders)
+	hdr.Set("X-Aivonx-Node", node.Name)
+	kind := kindOf(resp.Header.Get("Content-Type"))
+	w.WriteHeader(resp.StatusCode)
+
+	bp := h.bufs.Get().(*[]byte)
+	defer h.bufs.Put(bp)
+	buf := *bp
+	var t tail
+	lastNewline := true
+	for {
+		n, rerr := resp.Body.Read(buf)
+		if n > 0 {
+			chunk := buf[:n]
+			t.add(chunk)
+			lastNewline = chunk[n-1] == '\n'
+			if _, werr := w.Write(chunk); werr != nil {
+				return // the client is gone; closing the body cancels the node
+			}
+			if kind != plainBody {
+				flush(w)
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			if r.Context().Err() != nil {
+				return // the client cancelled; the node was cancelled with it
+			}
+			h.streamFailed(w, r, rt, node, kind, lastNewline, rerr)
+			return
+		}
+	}
+	a.promptTok, a.evalTok = t.tokens()
+}
+
+// streamFailed reports a node failure after the response started.
+func (h *Handler) streamFailed(w http.ResponseWriter, r *http.Request, rt route, node fleet.Node, kind streamKind, lastNewline bool, cause error) {
+	a := accessFrom(r.Context())
+	msg := "node " + node.Name + " failed mid-stream: " + shortReason(cause)
+	a.streamErr = msg
+	h.markUnreachable(r.Context(), node, cause)
+	switch kind {
+	case ndjsonBody:
+		line, _ := json.Marshal(map[string]string{"error": msg})
+		if !lastNewline {
+			w.Write([]byte{'\n'})
+		}
+		w.Write(append(line, '\n'))
+	case sseBody:
+		ev, _ := json.Marshal(map[string]any{"error": map[string]any{"message": msg, "type": "api_error", "param": nil, "code": nil}})
+		prefix := "data: "
+		if !lastNewline {
+			prefix = "\n\ndata: "
+		}
+		w.Write([]byte(prefix))
+		w.Write(ev)
+		w.Write([]byte("\n\n"))
+	default:
+		// A whole document cannot carry an error after its start: cut the
+		// connection so the client sees a truncated body, not a short one
+		// that parses.
+		panic(http.ErrAbortHandler)
+	}
+	flush(w)
+}
+
+func flush(w http.ResponseWriter) {
+	if f, ok := w.(interface{ Flush() }); ok {
+		f.Flush()
+		return
+	}
+	_ = http.NewResponseController(w).Flush()
+}
+
+// tail keeps the last bytes of a response, enough to hold its final
+// NDJSON line, SSE usage event or JSON object, from which the token counts
+// are read once the response ends.
+type tail struct {
+	buf [2048]byte
+	n   int
+}
+
+func (t *tail) add(p []byte) {
+	if len(p) >= len(t.buf) {
+		t.n = copy(t.buf[:], p[len(p)-len(t.buf):])
+		return
+	}
+	if t.n+len(p) > len(t.buf) {
+		keep := len(t.buf) - len(p)
+		copy(t.buf[:], t.buf[t.n-keep:t.n])
+		t.n = keep
+	}
+	t.n += copy(t.buf[t.n:], p)
+}
+
+// tokens returns the prompt and completion token counts found last in the
+// tail: Ollama's prompt_eval_count/eval_count or OpenAI's usage fields.
+func (t *tail) tokens() (prompt, completion int64) {
+	b := t.buf[:t.n]
+	prompt = lastNumber(b, `"prompt_eval_count":`)
+	completion = lastNumber(b, `"eval_count":`)
+	if prompt == 0 && completion == 0 {
+		prompt = lastNumber(b, `"prompt_tokens":`)
+		completion = lastNumber(b, `"completion_tokens":`)
+	}
+	return prompt, completion
+}
+
+func lastNumber(b []byte, key string) int64 {
+	i := bytes.LastIndex(b, []byte(key))
+	if i < 0 {
+		return 0
+	}
+	rest := bytes.TrimLeft(b[i+len(key):], " ")
+	j := 0
+	for j < len(rest) && rest[j] >= '0' && rest[j] <= '9' {
+		j++
+	}
+	n, err := strconv.ParseInt(string(rest[:j]), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+

@@ -1,0 +1,77 @@
+package app
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/aivonx/aivonx/app/fleet"
+)
+
+// dialect is the error shape a route speaks: Ollama's {"error":"…"} or
+// OpenAI's {"error":{"message":…}}.
+type dialect int
+
+const (
+	ollamaDialect dialect = iota
+	openAIDialect
+)
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":"internal error"}`)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+// writeError answers with status and message in the route's own error shape.
+func writeError(w http.ResponseWriter, d dialect, status int, msg string) {
+	if d == openAIDialect {
+		typ := "api_error"
+		if status == http.StatusBadRequest || status == http.StatusRequestEntityTooLarge {
+			typ = "invalid_request_error"
+		}
+		writeJSON(w, status, map[string]any{"error": map[string]any{"message": msg, "type": typ, "param": nil, "code": nil}})
+		return
+	}
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+// errorStatus is the one mapping from errors to HTTP statuses. Errors it does
+// not know become 500 with a generic message; their details belong in the
+// log, never in a response.
+func errorStatus(err error) (int, string) {
+	var notFound *fleet.ModelNotFoundError
+	var invalid *fleet.ValidationError
+	switch {
+	case errors.As(err, &notFound):
+		return http.StatusNotFound, err.Error()
+	case errors.As(err, &invalid):
+		return http.StatusBadRequest, err.Error()
+	case errors.Is(err, fleet.ErrNoCandidate):
+		return http.StatusServiceUnavailable, err.Error()
+	case errors.Is(err, fleet.ErrNotFound):
+		return http.StatusNotFound, err.Error()
+	case errors.Is(err, fleet.ErrConflict):
+		return http.StatusConflict, err.Error()
+	case errors.Is(err, fleet.ErrUnavailable):
+		return http.StatusServiceUnavailable, "a dependency is unavailable, try again shortly"
+	}
+	return http.StatusInternalServerError, "internal error"
+}
+
+func writeErr(w http.ResponseWriter, r *http.Request, d dialect, err error) {
+	status, msg := errorStatus(err)
+	if status == http.StatusInternalServerError {
+		if info := accessFrom(r.Context()); info != nil {
+			info.err = err
+		}
+	}
+	writeError(w, d, status, msg)
+}

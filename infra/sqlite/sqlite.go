@@ -1,0 +1,227 @@
+// Package sqlite is the embedded store of the default mode: nodes and
+// runtime settings in one SQLite file under the data directory. SQLite
+// (the pure-Go modernc.org/sqlite, so no cgo) is crash-safe, and in WAL mode
+// several processes may open the file at once, which is what lets
+// `aivonx nodes add` change the fleet of a running `aivonx serve`.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/aivonx/aivonx/app/fleet"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// Store keeps nodes and settings in SQLite. Safe for concurrent use by many
+// goroutines and many processes.
+type Store struct {
+	db *sql.DB
+}
+
+// FileName is the database file inside the data directory.
+const FileName = "aivonx.db"
+
+// Open opens (creating if needed) the store in dir.
+func Open(ctx context.Context, dir string) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	path := filepath.Join(dir, FileName)
+	dsn := "file:" + path + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	s := &Store{db: db}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Ping checks the database answers.
+func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+
+// schema is applied in order; PRAGMA user_version records how far.
+var schema = []string{
+	`CREATE TABLE nodes (
+		id         INTEGER PRIMARY KEY AUTOINCREMENT,
+		name       TEXT NOT NULL,
+		base_url   TEXT NOT NULL UNIQUE,
+		enabled    INTEGER NOT NULL DEFAULT 1,
+		created_at TEXT NOT NULL,
+		updated_at TEXT NOT NULL
+	);
+	CREATE TABLE settings (
+		id         INTEGER PRIMARY KEY CHECK (id = 1),
+		value      TEXT NOT NULL,
+		updated_at TEXT NOT NULL
+	);`,
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer tx.Rollback()
+	var version int
+	if err := tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if version > len(schema) {
+		return fmt.Errorf("the data directory was written by a newer aivonx (schema %d > %d)", version, len(schema))
+	}
+	for ; version < len(schema); version++ {
+		if _, err := tx.ExecContext(ctx, schema[version]); err != nil {
+			return fmt.Errorf("migrate to %d: %w", version+1, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, version)); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return tx.Commit()
+}
+
+const timeFormat = time.RFC3339Nano
+
+func scanNode(row interface{ Scan(...any) error }) (fleet.Node, error) {
+	var n fleet.Node
+	var created, updated string
+	if err := row.Scan(&n.ID, &n.Name, &n.BaseURL, &n.Enabled, &created, &updated); err != nil {
+		return fleet.Node{}, err
+	}
+	n.CreatedAt, _ = time.Parse(timeFormat, created)
+	n.UpdatedAt, _ = time.Parse(timeFormat, updated)
+	return n, nil
+}
+
+const nodeColumns = `id, name, base_url, enabled, created_at, updated_at`
+
+// Nodes returns every node ordered by ID.
+func (s *Store) Nodes(ctx context.Context) ([]fleet.Node, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+nodeColumns+` FROM nodes ORDER BY id`)
+	if err != nil {
+		return nil, translate("list nodes", err)
+	}
+	defer rows.Close()
+	nodes := []fleet.Node{}
+	for rows.Next() {
+		n, err := scanNode(rows)
+		if err != nil {
+			return nil, translate("list nodes", err)
+		}
+		nodes = append(nodes, n)
+	}
+	return nodes, translate("list nodes", rows.Err())
+}
+
+// Node returns one node, or fleet.ErrNotFound.
+func (s *Store) Node(ctx context.Context, id int64) (fleet.Node, error) {
+	n, err := scanNode(s.db.QueryRowContext(ctx, `SELECT `+nodeColumns+` FROM nodes WHERE id = ?`, id))
+	return n, translate(fmt.Sprintf("node %d", id), err)
+}
+
+// CreateNode validates and inserts n. It returns a *fleet.ValidationError
+// for bad input and fleet.ErrConflict when the base URL is taken.
+func (s *Store) CreateNode(ctx context.Context, n fleet.Node) (fleet.Node, error) {
+	if err := n.Validate(); err != nil {
+		return fleet.Node{}, err
+	}
+	now := time.Now().UTC()
+	n.CreatedAt, n.UpdatedAt = now, now
+	res, err := s.db.ExecContext(ctx, `INSERT INTO nodes (name, base_url, enabled, created_at, updated_at) VALUES (?, ?, ?, ?, ?)`,
+		n.Name, n.BaseURL, n.Enabled, now.Format(timeFormat), now.Format(timeFormat))
+	if err != nil {
+		return fleet.Node{}, translate("create node "+n.BaseURL, err)
+	}
+	n.ID, err = res.LastInsertId()
+	return n, translate("create node", err)
+}
+
+// UpdateNode validates and saves n (all fields). It returns
+// fleet.ErrNotFound when n.ID does not exist.
+func (s *Store) UpdateNode(ctx context.Context, n fleet.Node) (fleet.Node, error) {
+	if err := n.Validate(); err != nil {
+		return fleet.Node{}, err
+	}
+	n.UpdatedAt = time.Now().UTC()
+	res, err := s.db.ExecContext(ctx, `UPDATE nodes SET name = ?, base_url = ?, enabled = ?, updated_at = ? WHERE id = ?`,
+		n.Name, n.BaseURL, n.Enabled, n.UpdatedAt.Format(timeFormat), n.ID)
+	if err != nil {
+		return fleet.Node{}, translate("update node "+n.BaseURL, err)
+	}
+	if k, _ := res.RowsAffected(); k == 0 {
+		return fleet.Node{}, fmt.Errorf("node %d: %w", n.ID, fleet.ErrNotFound)
+	}
+	return s.Node(ctx, n.ID)
+}
+
+// DeleteNode removes a node, or returns fleet.ErrNotFound.
+func (s *Store) DeleteNode(ctx context.Context, id int64) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM nodes WHERE id = ?`, id)
+	if err != nil {
+		return translate("delete node", err)
+	}
+	if k, _ := res.RowsAffected(); k == 0 {
+		return fmt.Errorf("node %d: %w", id, fleet.ErrNotFound)
+	}
+	return nil
+}
+
+// Settings returns the saved runtime settings, or the defaults.
+func (s *Store) Settings(ctx context.Context) (fleet.Settings, error) {
+	var raw string
+	err := s.db.QueryRowContext(ctx, `SELECT value FROM settings WHERE id = 1`).Scan(&raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fleet.DefaultSettings(), nil
+	}
+	if err != nil {
+		return fleet.Settings{}, translate("read settings", err)
+	}
+	st := fleet.DefaultSettings()
+	if err := json.Unmarshal([]byte(raw), &st); err != nil {
+		return fleet.Settings{}, fmt.Errorf("read settings: %w", err)
+	}
+	return st, nil
+}
+
+// SaveSettings validates and stores the runtime settings.
+func (s *Store) SaveSettings(ctx context.Context, st fleet.Settings) (fleet.Settings, error) {
+	if err := st.Validate(); err != nil {
+		return fleet.Settings{}, err
+	}
+	raw, err := json.Marshal(st)
+	if err != nil {
+		return fleet.Settings{}, fmt.Errorf("save settings: %w", err)
+	}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO settings (id, value, updated_at) VALUES (1, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
+		string(raw), time.Now().UTC().Format(timeFormat))
+	return st, translate("save settings", err)
+}
+
+// translate maps driver errors to fleet's sentinels at this boundary.
+func translate(op string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("%s: %w", op, fleet.ErrNotFound)
+	case strings.Contains(err.Error(), "UNIQUE constraint failed"):
+		return fmt.Errorf("%s: a node with this base URL already exists: %w", op, fleet.ErrConflict)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}

@@ -1,0 +1,237 @@
+// Package worker probes the Ollama nodes and records what it sees. One pass,
+// [Worker.RunOnce], is the unit of work; something outside schedules it: the
+// cron loop of `aivonx worker`, the in-process cron of the embedded `serve`,
+// an EventBridge rule on Lambda, or cron(8) with `--once`.
+package worker
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/aivonx/aivonx/app/fleet"
+)
+
+// Config tunes a pass. Zero values mean the documented defaults.
+type Config struct {
+	// ProbeTimeout bounds all probes of one node in one pass. Zero means 5s.
+	ProbeTimeout time.Duration
+	// ModelsEvery is how often a healthy node's model list and version are
+	// refreshed; liveness and loaded models are probed every pass. Zero
+	// means 60s.
+	ModelsEvery time.Duration
+	// Rise and Fall are the consecutive probes needed to turn a node
+	// healthy or unhealthy. Zero means 2 each.
+	Rise, Fall int
+	// Concurrency bounds the nodes probed at once. Zero means 64.
+	Concurrency int
+}
+
+// Worker runs probe passes. Safe for concurrent use; concurrent passes are
+// serialised by the Lock when one is given.
+type Worker struct {
+	cfg    Config
+	nodes  NodeLister
+	store  StatusStore
+	lock   Lock
+	client *http.Client
+	log    *slog.Logger
+	now    func() time.Time
+	mu     sync.Mutex // one pass at a time in this process
+}
+
+// New builds a worker. lock may be nil (a single worker); client nil means a
+// kept-alive client of the worker's own, so that latency measures the node,
+// not TCP setup.
+func New(cfg Config, nodes NodeLister, store StatusStore, lock Lock, client *http.Client, log *slog.Logger) (*Worker, error) {
+	cfg.ProbeTimeout = cmp.Or(cfg.ProbeTimeout, 5*time.Second)
+	cfg.ModelsEvery = cmp.Or(cfg.ModelsEvery, 60*time.Second)
+	cfg.Rise = cmp.Or(cfg.Rise, 2)
+	cfg.Fall = cmp.Or(cfg.Fall, 2)
+	cfg.Concurrency = cmp.Or(cfg.Concurrency, 64)
+	if cfg.ProbeTimeout < 0 || cfg.ModelsEvery < 0 || cfg.Rise < 1 || cfg.Fall < 1 || cfg.Concurrency < 1 {
+		return nil, errors.New("worker: timeouts must be positive and Rise, Fall, Concurrency at least 1")
+	}
+	if nodes == nil || store == nil || log == nil {
+		return nil, errors.New("worker: nodes, store and log are required")
+	}
+	if client == nil {
+		client = &http.Client{Transport: &http.Transport{
+			MaxIdleConnsPerHost: 2,
+			IdleConnTimeout:     5 * time.Minute,
+			Proxy:               nil,
+		}}
+	}
+	return &Worker{cfg: cfg, nodes: nodes, store: store, lock: lock, client: client, log: log, now: time.Now}, nil
+}
+
+// RunOnce probes every node concurrently and writes all statuses in one
+// call. A node that fails its probe is data (an unhealthy status with a
+// reason), not an error: RunOnce returns an error only when it cannot read
+// the nodes or write the statuses. When another worker holds the lock it
+// returns nil without probing.
+func (w *Worker) RunOnce(ctx context.Context) error {
+	return w.pass(ctx, nil)
+}
+
+// RefreshNode probes one node now, model list included, and records it: a
+// model pulled a moment ago becomes routable at once, not a minute later.
+func (w *Worker) RefreshNode(ctx context.Context, nodeID int64) error {
+	return w.pass(ctx, &nodeID)
+}
+
+func (w *Worker) pass(ctx context.Context, only *int64) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.lock != nil && only == nil {
+		unlock, ok, err := w.lock.TryLock(ctx)
+		if err != nil {
+			return fmt.Errorf("take worker lock: %w", err)
+		}
+		if !ok {
+			w.log.Debug("another worker holds the lock; skipping this pass")
+			return nil
+		}
+		defer unlock()
+	}
+	nodes, err := w.nodes.Nodes(ctx)
+	if err != nil {
+		return fmt.Errorf("list nodes: %w", err)
+	}
+	prev := map[int64]fleet.Status{}
+	if statuses, err := w.store.Statuses(ctx); err != nil {
+		w.log.Warn("read previous statuses; thresholds start over", "err", err.Error())
+	} else {
+		for _, s := range statuses {
+			prev[s.NodeID] = s
+		}
+	}
+
+	out := make([]fleet.Status, len(nodes))
+	sem := make(chan struct{}, w.cfg.Concurrency)
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		p, known := prev[n.ID]
+		if only != nil && n.ID != *only {
+			out[i] = p
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			out[i] = w.probe(ctx, n, p, known, only != nil)
+		}()
+	}
+	wg.Wait()
+	kept := out[:0]
+	for i, s := range out {
+		if s.NodeID == 0 && only != nil {
+			continue // a node never probed yet, outside this refresh
+		}
+		kept = append(kept, s)
+		if p, known := prev[nodes[i].ID]; known && p.Healthy != s.Healthy {
+			w.logTransition(nodes[i], s)
+		} else if !known {
+			w.logTransition(nodes[i], s)
+		}
+	}
+	if err := w.store.WriteStatuses(ctx, kept); err != nil {
+		return fmt.Errorf("write statuses: %w", err)
+	}
+	return nil
+}
+
+func (w *Worker) logTransition(n fleet.Node, s fleet.Status) {
+	if s.Healthy {
+		w.log.Info("node healthy", "node", n.Name, "node_id", n.ID, "latency_ms", float64(s.Latency.Microseconds())/1000, "models", len(s.Models))
+	} else {
+		w.log.Warn("node unhealthy", "node", n.Name, "node_id", n.ID, "reason", s.Reason)
+	}
+}
+
+// probe checks one node: liveness and latency, loaded models, and, when
+// due, the model list and version.
+func (w *Worker) probe(ctx context.Context, n fleet.Node, prev fleet.Status, known, forceModels bool) fleet.Status {
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.ProbeTimeout)
+	defer cancel()
+	prev.NodeID = n.ID
+
+	start := w.now()
+	status, err := w.get(ctx, n.BaseURL+"/", nil)
+	latency := w.now().Sub(start)
+	ok, reason := classify(status, err)
+
+	next := nextStatus(prev, known, ok, reason, w.cfg.Rise, w.cfg.Fall)
+	next.CheckedAt = w.now()
+	if !ok {
+		next.Latency = 0
+		return next
+	}
+	next.Latency = latency
+
+	var ps struct {
+		Models []fleet.Model `json:"models"`
+	}
+	if _, err := w.get(ctx, n.BaseURL+"/api/ps", &ps); err == nil {
+		next.Loaded = ps.Models
+	}
+	due := forceModels || !prev.Healthy || next.ModelsCheckedAt.IsZero() || w.now().Sub(next.ModelsCheckedAt) >= w.cfg.ModelsEvery
+	if !due {
+		return next
+	}
+	var tags struct {
+		Models []fleet.Model `json:"models"`
+	}
+	var version struct {
+		Version string `json:"version"`
+	}
+	if _, err := w.get(ctx, n.BaseURL+"/api/tags", &tags); err != nil {
+		// Keep the last list: a failed refresh must not make a healthy node
+		// unroutable (the upstream wrote an empty list here).
+		w.log.Warn("refresh models", "node", n.Name, "err", err.Error())
+		return next
+	}
+	next.Models = tags.Models
+	if next.Models == nil {
+		next.Models = []fleet.Model{}
+	}
+	next.ModelsCheckedAt = w.now()
+	if _, err := w.get(ctx, n.BaseURL+"/api/version", &version); err == nil {
+		next.Version = version.Version
+	}
+	return next
+}
+
+// get fetches url and, when into is not nil, decodes a 200 JSON body into it.
+func (w *Worker) get(ctx context.Context, url string, into any) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := w.client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body := io.LimitReader(resp.Body, 16<<20)
+	if into == nil {
+		_, _ = io.Copy(io.Discard, body)
+		return resp.StatusCode, nil
+	}
+	if resp.StatusCode != http.StatusOK {
+		_, _ = io.Copy(io.Discard, body)
+		return resp.StatusCode, fmt.Errorf("GET %s: HTTP %d", url, resp.StatusCode)
+	}
+	if err := json.NewDecoder(body).Decode(into); err != nil {
+		return resp.StatusCode, fmt.Errorf("decode %s: %w", url, err)
+	}
+	return resp.StatusCode, nil
+}
