@@ -16,9 +16,9 @@ import (
 type streamKind int
 
 const (
-	plainBody streamKind = iota // a whole JSON document: a cut is all we can do
-	ndjsonBody                  // Ollama streaming: a final {"error":…} line
-	sseBody                     // OpenAI streaming: a final data: {"error":…} event
+	plainBody  streamKind = iota // a whole JSON document: a cut is all we can do
+	ndjsonBody                   // Ollama streaming: a final {"error":…} line
+	sseBody                      // OpenAI streaming: a final data: {"error":…} event
 )
 
 func kindOf(contentType string) streamKind {
@@ -165,4 +165,3 @@ func lastNumber(b []byte, key string) int64 {
 	}
 	return n
 }
-
