@@ -121,14 +121,18 @@ func (s *Snapshot) Routable(r Routing) []Member {
 // a *ModelUnavailableError when the nodes that list it are all unusable, and
 // ErrNoCandidate when no node is usable at all.
 func (s *Snapshot) Candidates(model string, r Routing) ([]Candidate, error) {
-	idx := s.byModel[ModelKey(model)]
+	key := ModelKey(model)
+	idx := s.byModel[key]
 	var fresh, stale []Candidate
 	for _, i := range idx {
 		m := s.members[i]
 		if !r.usable(m) {
 			continue
 		}
-		c := Candidate{Node: m.Node, Latency: m.Status.Latency, Loaded: lists(m.Status.Loaded, model)}
+		if fresh == nil {
+			fresh = make([]Candidate, 0, len(idx))
+		}
+		c := Candidate{Node: m.Node, Latency: m.Status.Latency, Loaded: lists(m.Status.Loaded, key)}
 		if m.Status.Fresh(r.Now, r.MaxAge) {
 			fresh = append(fresh, c)
 		} else if len(fresh) == 0 {
@@ -159,8 +163,7 @@ func (s *Snapshot) anyUsable(r Routing) bool {
 	return false
 }
 
-func lists(models []Model, name string) bool {
-	key := ModelKey(name)
+func lists(models []Model, key string) bool {
 	for _, m := range models {
 		if m.Key() == key {
 			return true

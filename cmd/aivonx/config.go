@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/aivonx/aivonx/app"
+	"github.com/aivonx/aivonx/app/fleet"
+	"github.com/aivonx/aivonx/infra/memory"
+	"github.com/aivonx/aivonx/infra/sqlite"
+	"github.com/aivonx/aivonx/worker"
+)
+
+// Flags shared by several commands.
+var (
+	dataDirFlag = &cli.StringFlag{Name: "data-dir", Value: "./data", EnvVars: []string{"AIVONX_DATA_DIR"},
+		Usage: "directory of the embedded store (used when no database URL is set)"}
+	databaseFlag = &cli.StringFlag{Name: "database-url", EnvVars: []string{"DATABASE_URL", "AIVONX_DATABASE_URL"},
+		Usage: "Postgres URL; with --redis-url switches to the shared mode (also read from DATABASE_URL_FILE)"}
+	redisFlag = &cli.StringFlag{Name: "redis-url", EnvVars: []string{"REDIS_URL", "AIVONX_REDIS_URL"},
+		Usage: "Redis URL for shared node status and in-flight leases (also read from REDIS_URL_FILE)"}
+	redisPrefixFlag = &cli.StringFlag{Name: "redis-prefix", Value: "aivonx:", EnvVars: []string{"AIVONX_REDIS_PREFIX"},
+		Usage: "prefix of every Redis key this deployment owns"}
+	logLevelFlag = &cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"AIVONX_LOG_LEVEL"},
+		Usage: "debug, info, warn or error"}
+	healthEveryFlag = &cli.DurationFlag{Name: "health-interval", Value: 10 * time.Second, EnvVars: []string{"AIVONX_HEALTH_INTERVAL"},
+		Usage: "how often nodes are probed for liveness and loaded models"}
+	modelsEveryFlag = &cli.DurationFlag{Name: "models-interval", Value: 60 * time.Second, EnvVars: []string{"AIVONX_MODELS_INTERVAL"},
+		Usage: "how often each node's model list and version are refreshed"}
+	riseFlag = &cli.IntFlag{Name: "rise", Value: 2, EnvVars: []string{"AIVONX_RISE"},
+		Usage: "passed probes in a row that bring an unhealthy node back"}
+	fallFlag = &cli.IntFlag{Name: "fall", Value: 2, EnvVars: []string{"AIVONX_FALL"},
+		Usage: "failed probes in a row that take a healthy node out"}
+)
+
+func newLogger(c *cli.Context, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.String(logLevelFlag.Name))); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})), nil
+}
+
+// secret returns the flag's value, or the content of the file named by
+// <ENV>_FILE (Docker and Kubernetes secrets), for each of the flag's
+// environment variables.
+func secret(c *cli.Context, f *cli.StringFlag) (string, error) {
+	if v := c.String(f.Name); v != "" {
+		return v, nil
+	}
+	for _, env := range f.EnvVars {
+		if path := os.Getenv(env + "_FILE"); path != "" {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return "", fmt.Errorf("read %s_FILE: %w", env, err)
+			}
+			return strings.TrimSpace(string(b)), nil
+		}
+	}
+	return "", nil
+}
+
+// nodeStore is what the CLI and serve need of either store.
+type nodeStore interface {
+	app.FleetStore
+	Node(ctx context.Context, id int64) (fleet.Node, error)
+	CreateNode(ctx context.Context, n fleet.Node) (fleet.Node, error)
+	UpdateNode(ctx context.Context, n fleet.Node) (fleet.Node, error)
+	DeleteNode(ctx context.Context, id int64) error
+	SaveSettings(ctx context.Context, s fleet.Settings) (fleet.Settings, error)
+}
+
+// backend is the storage of one deployment mode, wired to the interfaces of
+// app and worker.
+type backend struct {
+	mode     string
+	store    nodeStore
+	statuses app.StatusSource
+	inflight app.InFlight
+	passes   worker.StatusStore
+	lock     worker.Lock
+	deps     []app.Dependency
+	closers  []func()
+}
+
+func (b *backend) Close() {
+	for i := len(b.closers) - 1; i >= 0; i-- {
+		b.closers[i]()
+	}
+}
+
+// openBackend opens the embedded store, or Postgres and Redis when both URLs
+// are set. The schema must be current: serve and worker never migrate.
+func openBackend(c *cli.Context, log *slog.Logger) (*backend, error) {
+	dbURL, err := secret(c, databaseFlag)
+	if err != nil {
+		return nil, err
+	}
+	redisURL, err := secret(c, redisFlag)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case dbURL != "" && redisURL != "":
+		return openShared(c, log, dbURL, redisURL)
+	case dbURL != "" || redisURL != "":
+		return nil, errors.New("the shared mode needs both --database-url (DATABASE_URL) and --redis-url (REDIS_URL)")
+	}
+	return openEmbedded(c)
+}
+
+func openEmbedded(c *cli.Context) (*backend, error) {
+	store, err := sqlite.Open(c.Context, c.String(dataDirFlag.Name))
+	if err != nil {
+		return nil, err
+	}
+	board := memory.NewStatusBoard()
+	return &backend{
+		mode: "embedded", store: store, statuses: board, inflight: memory.NewInFlight(), passes: board,
+		deps:    []app.Dependency{{Name: "store", Check: store.Ping}},
+		closers: []func(){func() { store.Close() }},
+	}, nil
+}
+
+// openStore opens only the admin store, for the CLI commands.
+func openStore(c *cli.Context, log *slog.Logger) (nodeStore, func(), error) {
+	dbURL, err := secret(c, databaseFlag)
+	if err != nil {
+		return nil, nil, err
+	}
+	if dbURL != "" {
+		return openPostgresStore(c, log, dbURL)
+	}
+	store, err := sqlite.Open(c.Context, c.String(dataDirFlag.Name))
+	if err != nil {
+		return nil, nil, err
+	}
+	return store, func() { store.Close() }, nil
+}

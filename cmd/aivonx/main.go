@@ -1,0 +1,48 @@
+// Command aivonx is the Aivonx proxy, its health worker and its admin tools
+// in one binary: `aivonx serve`, `aivonx worker`, `aivonx nodes …`,
+// `aivonx migrate …`, `aivonx cache flush`. Under AWS Lambda (when
+// AWS_LAMBDA_RUNTIME_API is set) serve and worker run the Lambda loop with
+// the same handler and pass.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newCLI().RunContext(ctx, os.Args)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "aivonx:", err)
+		os.Exit(1)
+	}
+}
+
+// newCLI builds the command tree. Every flag has an environment variable,
+// listed in its --help.
+func newCLI() *cli.App {
+	return &cli.App{
+		Name:                 "aivonx",
+		Usage:                "a load-balancing proxy for fleets of Ollama servers",
+		Version:              version,
+		EnableBashCompletion: true,
+		Commands: []*cli.Command{
+			serveCommand(),
+			workerCommand(),
+			nodesCommand(),
+			configCommand(),
+			migrateCommand(),
+			cacheCommand(),
+		},
+	}
+}

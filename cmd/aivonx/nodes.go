@@ -1,0 +1,132 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"text/tabwriter"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/aivonx/aivonx/app/fleet"
+)
+
+func nodesCommand() *cli.Command {
+	storeFlags := []cli.Flag{dataDirFlag, databaseFlag, logLevelFlag}
+	return &cli.Command{
+		Name:  "nodes",
+		Usage: "list and edit the Ollama nodes (works while serve runs; changes apply within a second)",
+		Subcommands: []*cli.Command{
+			{
+				Name: "list", Usage: "list the nodes",
+				Flags:  append([]cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}}, storeFlags...),
+				Action: runNodesList,
+			},
+			{
+				Name: "add", Usage: "add a node", ArgsUsage: "URL",
+				Flags: append([]cli.Flag{
+					&cli.StringFlag{Name: "name", Usage: "display name (default: host:port)"},
+					&cli.BoolFlag{Name: "disabled", Usage: "add it drained"},
+				}, storeFlags...),
+				Action: runNodesAdd,
+			},
+			{Name: "rm", Usage: "remove a node", ArgsUsage: "ID|URL|NAME", Flags: storeFlags, Action: runNodesEdit(nil)},
+			{Name: "enable", Usage: "let a node take requests", ArgsUsage: "ID|URL|NAME", Flags: storeFlags, Action: runNodesEdit(ptr(true))},
+			{Name: "disable", Usage: "drain a node: no new requests, whatever its health", ArgsUsage: "ID|URL|NAME", Flags: storeFlags, Action: runNodesEdit(ptr(false))},
+		},
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func runNodesList(c *cli.Context) error {
+	store, closeStore, err := openStore(c, nil)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	nodes, err := store.Nodes(c.Context)
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(nodes)
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tURL\tENABLED")
+	for _, n := range nodes {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%t\n", n.ID, n.Name, n.BaseURL, n.Enabled)
+	}
+	return tw.Flush()
+}
+
+func runNodesAdd(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return errors.New("usage: aivonx nodes add URL [--name NAME] [--disabled]")
+	}
+	store, closeStore, err := openStore(c, nil)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	n, err := store.CreateNode(c.Context, fleet.Node{BaseURL: c.Args().First(), Name: c.String("name"), Enabled: !c.Bool("disabled")})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("added node %d (%s) %s\n", n.ID, n.Name, n.BaseURL)
+	return nil
+}
+
+// runNodesEdit removes the node (enabled nil) or sets its enabled flag.
+func runNodesEdit(enabled *bool) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		if c.NArg() != 1 {
+			return fmt.Errorf("usage: aivonx nodes %s ID|URL|NAME", c.Command.Name)
+		}
+		store, closeStore, err := openStore(c, nil)
+		if err != nil {
+			return err
+		}
+		defer closeStore()
+		n, err := findNode(c, store, c.Args().First())
+		if err != nil {
+			return err
+		}
+		if enabled == nil {
+			if err := store.DeleteNode(c.Context, n.ID); err != nil {
+				return err
+			}
+			fmt.Printf("removed node %d (%s)\n", n.ID, n.Name)
+			return nil
+		}
+		n.Enabled = *enabled
+		if _, err := store.UpdateNode(c.Context, n); err != nil {
+			return err
+		}
+		fmt.Printf("node %d (%s) enabled=%t\n", n.ID, n.Name, n.Enabled)
+		return nil
+	}
+}
+
+// findNode resolves an ID, a base URL (in any form NormalizeURL accepts) or
+// a name.
+func findNode(c *cli.Context, store nodeStore, ref string) (fleet.Node, error) {
+	if id, err := strconv.ParseInt(ref, 10, 64); err == nil {
+		return store.Node(c.Context, id)
+	}
+	nodes, err := store.Nodes(c.Context)
+	if err != nil {
+		return fleet.Node{}, err
+	}
+	norm, _ := fleet.NormalizeURL(ref)
+	for _, n := range nodes {
+		if n.BaseURL == norm || n.Name == ref {
+			return n, nil
+		}
+	}
+	return fleet.Node{}, fmt.Errorf("node %q: %w", ref, fleet.ErrNotFound)
+}

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/aivonx/aivonx/app"
+	"github.com/aivonx/aivonx/app/fleet"
+	"github.com/aivonx/aivonx/worker"
+)
+
+func serveCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "serve",
+		Usage: "run the proxy (the Lambda handler when AWS_LAMBDA_RUNTIME_API is set)",
+		Description: `With no database and Redis URLs, serve runs on the embedded default: nodes and
+settings in a SQLite file under --data-dir, node status in memory, health checks
+in-process. With DATABASE_URL and REDIS_URL it reads the fleet that the worker
+keeps in Postgres and Redis, and shares in-flight counts with every replica.`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "addr", Value: ":8000", EnvVars: []string{"AIVONX_ADDR"}, Usage: "listen address"},
+			&cli.StringSliceFlag{Name: "node", EnvVars: []string{"AIVONX_NODES"},
+				Usage: "an Ollama node URL to add to the store if missing (repeat, or comma-separated in the env var); with none and an empty store, http://127.0.0.1:11434"},
+			&cli.StringFlag{Name: "strategy", EnvVars: []string{"AIVONX_STRATEGY"},
+				Usage: "least_active or lowest_latency; saved as the runtime setting when given"},
+			&cli.Int64Flag{Name: "max-body-bytes", Value: 64 << 20, EnvVars: []string{"AIVONX_MAX_BODY_BYTES"}, Usage: "largest request body accepted (413 above)"},
+			&cli.DurationFlag{Name: "first-byte-timeout", Value: 5 * time.Minute, EnvVars: []string{"AIVONX_FIRST_BYTE_TIMEOUT"},
+				Usage: "how long a node may take to start answering (model loads are slow)"},
+			&cli.DurationFlag{Name: "shutdown-timeout", Value: 60 * time.Second, EnvVars: []string{"AIVONX_SHUTDOWN_TIMEOUT"},
+				Usage: "on SIGTERM, how long in-flight streams may run before they are cut"},
+			&cli.DurationFlag{Name: "read-header-timeout", Value: 10 * time.Second, EnvVars: []string{"AIVONX_READ_HEADER_TIMEOUT"},
+				Usage: "how long a client may take to send its request headers (slow-loris guard)"},
+			&cli.BoolFlag{Name: "with-worker", EnvVars: []string{"AIVONX_WITH_WORKER"},
+				Usage: "in the shared mode, also run the health worker in this process (one-VM deployments)"},
+			&cli.StringFlag{Name: "lambda-front", Value: "function-url", EnvVars: []string{"AIVONX_LAMBDA_FRONT"},
+				Usage: "under Lambda: function-url (streaming), http-api or alb"},
+			dataDirFlag, databaseFlag, redisFlag, redisPrefixFlag, logLevelFlag,
+			healthEveryFlag, modelsEveryFlag, riseFlag, fallFlag,
+		},
+		Action: runServe,
+	}
+}
+
+func runServe(c *cli.Context) error {
+	log, err := newLogger(c, os.Stdout)
+	if err != nil {
+		return err
+	}
+	ctx := c.Context
+	b, err := openBackend(c, log)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	if err := seedStore(c, b.store, b.mode == "embedded", log); err != nil {
+		return err
+	}
+
+	cfg := app.Config{
+		Version:          version,
+		Mode:             b.mode,
+		MaxBodyBytes:     c.Int64("max-body-bytes"),
+		FirstByteTimeout: c.Duration("first-byte-timeout"),
+		StatusMaxAge:     3 * c.Duration(healthEveryFlag.Name),
+		Dependencies:     b.deps,
+	}
+	if inLambda() {
+		cfg.Mode = "lambda"
+	}
+	h, err := app.New(cfg, b.store, b.statuses, b.inflight, log)
+	if err != nil {
+		return err
+	}
+	if inLambda() {
+		// No background work between invocations: the status comes from the
+		// scheduled worker function through Redis and Postgres.
+		return startLambda(ctx, h, c.String("lambda-front"))
+	}
+
+	// The embedded mode checks its own nodes; the shared mode leaves that to
+	// `aivonx worker` unless asked to do both.
+	if b.mode == "embedded" || c.Bool("with-worker") {
+		w, err := newWorker(c, b, log)
+		if err != nil {
+			return err
+		}
+		// One pass before listening, so the first request has a fleet.
+		if err := w.RunOnce(ctx); err != nil {
+			log.Error("first health pass", "err", err.Error())
+		}
+		stop := w.Schedule(ctx, c.Duration(healthEveryFlag.Name))
+		defer stop()
+	}
+	return listen(ctx, c, h, log)
+}
+
+// listen serves HTTP until ctx ends, then stops accepting, lets in-flight
+// streams finish up to the shutdown timeout, and cuts the rest.
+func listen(ctx context.Context, c *cli.Context, h http.Handler, log *slog.Logger) error {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: c.Duration("read-header-timeout"),
+		MaxHeaderBytes:    64 << 10,
+		IdleTimeout:       2 * time.Minute,
+		// No WriteTimeout: a stream may run for many minutes.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	ln, err := net.Listen("tcp", c.String("addr"))
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "version", version)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	timeout := c.Duration("shutdown-timeout")
+	log.Info("shutting down; waiting for in-flight requests", "timeout", timeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("in-flight requests cut at the shutdown timeout", "err", err.Error())
+		srv.Close()
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func newWorker(c *cli.Context, b *backend, log *slog.Logger) (*worker.Worker, error) {
+	return worker.New(worker.Config{
+		ModelsEvery: c.Duration(modelsEveryFlag.Name),
+		Rise:        c.Int(riseFlag.Name),
+		Fall:        c.Int(fallFlag.Name),
+	}, b.store, b.passes, b.lock, nil, log)
+}
+
+// seedStore adds the --node URLs that the store lacks, saves --strategy when
+// given, and in the embedded mode falls back to a local Ollama when the
+// store has no node at all.
+func seedStore(c *cli.Context, store nodeStore, embedded bool, log *slog.Logger) error {
+	ctx := c.Context
+	var urls []string
+	for _, v := range c.StringSlice("node") {
+		for _, u := range strings.Split(v, ",") {
+			if u = strings.TrimSpace(u); u != "" {
+				urls = append(urls, u)
+			}
+		}
+	}
+	existing, err := store.Nodes(ctx)
+	if err != nil {
+		return fmt.Errorf("read nodes: %w", err)
+	}
+	if len(urls) == 0 && len(existing) == 0 && embedded {
+		urls = []string{"http://127.0.0.1:11434"}
+	}
+	have := map[string]bool{}
+	for _, n := range existing {
+		have[n.BaseURL] = true
+	}
+	for _, u := range urls {
+		norm, err := fleet.NormalizeURL(u)
+		if err != nil {
+			return fmt.Errorf("--node %q: %w", u, err)
+		}
+		if have[norm] {
+			continue
+		}
+		n, err := store.CreateNode(ctx, fleet.Node{BaseURL: norm, Enabled: true})
+		if err != nil && !errors.Is(err, fleet.ErrConflict) {
+			return fmt.Errorf("add node %s: %w", norm, err)
+		}
+		have[norm] = true
+		log.Info("node added", "node", n.Name, "url", norm)
+	}
+	if s := c.String("strategy"); s != "" {
+		strategy, err := fleet.ParseStrategy(s)
+		if err != nil {
+			return fmt.Errorf("--strategy: %w", err)
+		}
+		settings, err := store.Settings(ctx)
+		if err != nil {
+			return fmt.Errorf("read settings: %w", err)
+		}
+		settings.Strategy = strategy
+		if _, err := store.SaveSettings(ctx, settings); err != nil {
+			return fmt.Errorf("save settings: %w", err)
+		}
+	}
+	return nil
+}

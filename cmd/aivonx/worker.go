@@ -1,0 +1,59 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/urfave/cli/v2"
+)
+
+func workerCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "worker",
+		Usage: "probe the nodes on a schedule and write their status to Postgres and Redis",
+		Description: `Runs one health pass every --health-interval (robfig/cron); each pass also
+refreshes the model lists that are older than --models-interval. Several workers
+may run: a lock in Redis lets one pass run at a time and hands over when its
+holder dies. --once runs a single pass, for cron(8) or a Kubernetes CronJob.
+Under Lambda (AWS_LAMBDA_RUNTIME_API set) each scheduled invocation runs one pass.`,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "once", Usage: "run one pass and exit"},
+			dataDirFlag, databaseFlag, redisFlag, redisPrefixFlag, logLevelFlag,
+			healthEveryFlag, modelsEveryFlag, riseFlag, fallFlag,
+		},
+		Action: runWorker,
+	}
+}
+
+func runWorker(c *cli.Context) error {
+	log, err := newLogger(c, os.Stdout)
+	if err != nil {
+		return err
+	}
+	b, err := openBackend(c, log)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	if b.mode == "embedded" {
+		return fmt.Errorf("the worker writes shared state: set --database-url and --redis-url (the embedded serve checks its own nodes)")
+	}
+	w, err := newWorker(c, b, log)
+	if err != nil {
+		return err
+	}
+	if inLambda() {
+		return startLambdaWorker(c.Context, w.RunOnce)
+	}
+	if c.Bool("once") {
+		return w.RunOnce(c.Context)
+	}
+	log.Info("worker started", "every", c.Duration(healthEveryFlag.Name).String())
+	if err := w.RunOnce(c.Context); err != nil {
+		log.Error("health pass", "err", err.Error())
+	}
+	stop := w.Schedule(c.Context, c.Duration(healthEveryFlag.Name))
+	<-c.Context.Done()
+	stop()
+	return nil
+}
