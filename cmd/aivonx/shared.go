@@ -16,5 +16,7 @@ func openPostgresStore(c *cli.Context, log *slog.Logger, dbURL string) (nodeStor
 	return nil, nil, errors.New("shared mode not wired yet")
 }
 
-func migrateCommand() *cli.Command { return &cli.Command{Name: "migrate", Usage: "database migrations"} }
-func cacheCommand() *cli.Command   { return &cli.Command{Name: "cache", Usage: "Redis cache"} }
+func migrateCommand() *cli.Command {
+	return &cli.Command{Name: "migrate", Usage: "database migrations"}
+}
+func cacheCommand() *cli.Command { return &cli.Command{Name: "cache", Usage: "Redis cache"} }
