@@ -1,0 +1,279 @@
+package testenv
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+var sharedRedis struct {
+	once sync.Once
+	srv  *RedisServer
+	err  error
+}
+
+// Redis returns a Redis URL and a key prefix unique to this test, such as
+// "aivonxtest:1f2e3d4c5b6a7988:". The test must only use keys starting with
+// the prefix; they are deleted (SCAN + UNLINK) when the test ends.
+//
+// The server is AIVONX_TEST_REDIS_URL when set, otherwise a throwaway server
+// shared by the whole test process (see the package documentation).
+func Redis(tb testing.TB) (url string, prefix string) {
+	tb.Helper()
+	url = os.Getenv(EnvRedisURL)
+	if url == "" {
+		sharedRedis.once.Do(func() {
+			srv, err := LaunchRedis()
+			sharedMu.Lock()
+			defer sharedMu.Unlock()
+			if err == nil && sharedStopped {
+				_ = srv.Close()
+				err = fmt.Errorf("shared servers already stopped")
+			}
+			sharedRedis.srv, sharedRedis.err = srv, err
+		})
+		if sharedRedis.err != nil {
+			unavailable(tb, fmt.Errorf("throwaway Redis: %w", sharedRedis.err))
+		}
+		url = sharedRedis.srv.URL()
+	}
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		tb.Fatalf("testenv: %s: %v", EnvRedisURL, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := redis.NewClient(opts)
+	err = c.Ping(ctx).Err()
+	_ = c.Close()
+	if err != nil {
+		tb.Fatalf("testenv: redis %s: %v", url, err)
+	}
+
+	prefix = "aivonxtest:" + randomHex(8) + ":"
+	tb.Cleanup(func() {
+		if err := deletePrefix(opts, prefix); err != nil {
+			tb.Logf("testenv: delete redis keys %s*: %v", prefix, err)
+		}
+	})
+	return url, prefix
+}
+
+func deletePrefix(opts *redis.Options, prefix string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := redis.NewClient(opts)
+	defer c.Close()
+	var cursor uint64
+	for {
+		keys, next, err := c.Scan(ctx, cursor, prefix+"*", 1000).Result()
+		if err != nil {
+			return err
+		}
+		if len(keys) > 0 {
+			if err := c.Unlink(ctx, keys...).Err(); err != nil {
+				return err
+			}
+		}
+		if cursor = next; cursor == 0 {
+			return nil
+		}
+	}
+}
+
+// RedisServer is a redis-server owned by one test (or by one process, for the
+// shared throwaway server). It has no persistence: a restart empties it, but
+// it keeps its port, so the URL stays valid.
+type RedisServer struct {
+	tb      testing.TB // nil when started by LaunchRedis
+	bin     string
+	root    string
+	port    int
+	Version string // e.g. "7.0.15"
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{}
+	closed bool
+}
+
+// StartRedis starts a redis-server dedicated to this test; it is stopped when
+// the test ends. Use it for tests that stop and restart Redis; others should
+// use [Redis]. Skipped (failed under CI=true) when redis-server is not installed.
+func StartRedis(tb testing.TB) *RedisServer {
+	tb.Helper()
+	s, err := LaunchRedis()
+	if err != nil {
+		unavailable(tb, fmt.Errorf("Redis: %w", err))
+	}
+	s.tb = tb
+	tb.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			tb.Errorf("testenv: %v", err)
+		}
+	})
+	return s
+}
+
+// LaunchRedis starts a throwaway redis-server outside of a test (the
+// withservices command uses it). The caller must Close it. Errors wrap
+// [ErrNotInstalled] when redis-server is not found.
+func LaunchRedis() (*RedisServer, error) {
+	sweepStale()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		bin = "/usr/bin/redis-server"
+		if _, err := os.Stat(bin); err != nil {
+			return nil, fmt.Errorf("no redis-server on PATH and %s not set: %w", EnvRedisURL, ErrNotInstalled)
+		}
+	}
+	s := &RedisServer{bin: bin}
+	if out, err := exec.Command(bin, "--version").Output(); err == nil {
+		for _, f := range strings.Fields(string(out)) {
+			if v, ok := strings.CutPrefix(f, "v="); ok {
+				s.Version = v
+			}
+		}
+	}
+	if s.root, err = makeRoot("redis", nil); err != nil {
+		return nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		if s.port, err = freePort(); err != nil {
+			break
+		}
+		err = s.start()
+		if err == nil || attempt >= 4 || !strings.Contains(err.Error(), "already in use") {
+			break
+		}
+	}
+	if err != nil {
+		_ = os.RemoveAll(s.root)
+		return nil, err
+	}
+	return s, nil
+}
+
+// URL returns the server's URL, database 0.
+func (s *RedisServer) URL() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", s.port) }
+
+// Port returns the server's TCP port on 127.0.0.1.
+func (s *RedisServer) Port() int { return s.port }
+
+func (s *RedisServer) logPath() string { return filepath.Join(s.root, "redis.log") }
+
+// Start starts the server again after Stop, on the same port (empty: Redis
+// here keeps no data). It does nothing if the server is running. Like t.Fatal,
+// call it from the test's goroutine.
+func (s *RedisServer) Start() {
+	if err := s.start(); err != nil {
+		if s.tb == nil {
+			panic("testenv: " + err.Error())
+		}
+		s.tb.Helper()
+		s.tb.Fatalf("testenv: %v", err)
+	}
+}
+
+func (s *RedisServer) start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return fmt.Errorf("redis server already closed")
+	}
+	if s.cmd != nil {
+		return nil
+	}
+	logf, err := os.OpenFile(s.logPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	offset, _ := logf.Seek(0, 2)
+	cmd := exec.Command(s.bin,
+		"--port", strconv.Itoa(s.port),
+		"--bind", "127.0.0.1",
+		"--save", "",
+		"--appendonly", "no",
+		"--daemonize", "no",
+		"--dir", s.root,
+	)
+	cmd.Dir = s.root
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := startChild(cmd); err != nil {
+		return fmt.Errorf("start redis-server: %v", err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if err := pingRedis(s.port); err == nil {
+			s.cmd, s.exited = cmd, exited
+			return nil
+		}
+		select {
+		case <-exited:
+			return fmt.Errorf("redis-server exited during startup:\n%s", tailFrom(s.logPath(), offset, 20))
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			<-exited
+			return fmt.Errorf("redis-server did not answer PING within 30s:\n%s", tailFrom(s.logPath(), offset, 20))
+		}
+	}
+}
+
+// pingRedis sends a raw PING, avoiding a client's retries and pools.
+func pingRedis(port int) error {
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "+PONG") {
+		return fmt.Errorf("PING: %q", line)
+	}
+	return nil
+}
+
+// Stop shuts the server down. It does nothing if the server is not running.
+func (s *RedisServer) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	stopProcess(s.cmd, s.exited, syscall.SIGTERM)
+	s.cmd, s.exited = nil, nil
+}
+
+// Close stops the server and deletes its directory. Later calls do nothing.
+func (s *RedisServer) Close() error {
+	s.Stop()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	return os.RemoveAll(s.root)
+}
