@@ -25,7 +25,7 @@ func nodesCommand() *cli.Command {
 				Action: runNodesList,
 			},
 			{
-				Name: "add", Usage: "add a node", ArgsUsage: "URL",
+				Name: "add", Usage: "add a node", ArgsUsage: "[--name NAME] [--disabled] URL",
 				Flags: append([]cli.Flag{
 					&cli.StringFlag{Name: "name", Usage: "display name (default: host:port)"},
 					&cli.BoolFlag{Name: "disabled", Usage: "add it drained"},
@@ -66,7 +66,7 @@ func runNodesList(c *cli.Context) error {
 
 func runNodesAdd(c *cli.Context) error {
 	if c.NArg() != 1 {
-		return errors.New("usage: aivonx nodes add URL [--name NAME] [--disabled]")
+		return errors.New("usage: aivonx nodes add [--name NAME] [--disabled] URL (flags go before the URL)")
 	}
 	store, closeStore, err := openStore(c, nil)
 	if err != nil {

@@ -1,0 +1,103 @@
+package app
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/aivonx/aivonx/app/fleet"
+)
+
+func TestParseModel(t *testing.T) {
+	tests := []struct {
+		body      string
+		want      string
+		wantField string
+	}{
+		{body: `{"model":"llama3","messages":[]}`, want: "llama3"},
+		{body: `{"name":"llama3"}`, want: "llama3"}, // the ollama CLI on /api/show and /api/pull
+		{body: `{"model":"","name":"llama3"}`, want: "llama3"},
+		{body: `{"model":"  llama3:8b "}`, want: "llama3:8b"},
+		{body: `{"model":"a","name":"b"}`, want: "a"},
+		{body: ``, wantField: "body"},
+		{body: `   `, wantField: "body"},
+		{body: `{bad`, wantField: "body"},
+		{body: `[1]`, wantField: "body"},
+		{body: `"x"`, wantField: "body"},
+		{body: `{"model":3}`, wantField: "model"},
+		{body: `{"model":null}`, wantField: "model"},
+		{body: `{"messages":[]}`, wantField: "model"},
+		{body: "{\"model\":\"\xff\"}", want: "\ufffd"},
+	}
+	for _, tt := range tests {
+		got, err := parseModel([]byte(tt.body))
+		if tt.wantField != "" {
+			var ve *fleet.ValidationError
+			if !errors.As(err, &ve) || ve.Field != tt.wantField {
+				t.Errorf("parseModel(%q) = %q, %v; want a %q ValidationError", tt.body, got, err, tt.wantField)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("parseModel(%q) = %q, %v; want %q", tt.body, got, err, tt.want)
+		}
+	}
+}
+
+// FuzzParseModel: any input gives a model or a ValidationError, never a
+// panic or another error type.
+func FuzzParseModel(f *testing.F) {
+	for _, s := range []string{`{"model":"llama3"}`, `{"name":"x"}`, `{`, `[]`, `{"model":1}`, "\xff", `{"model":"a","model":"b"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		model, err := parseModel(body)
+		if err != nil {
+			var ve *fleet.ValidationError
+			if !errors.As(err, &ve) {
+				t.Fatalf("parseModel(%q) error %T %v is not a ValidationError", body, err, err)
+			}
+			return
+		}
+		if strings.TrimSpace(model) == "" {
+			t.Fatalf("parseModel(%q) returned an empty model without error", body)
+		}
+	})
+}
+
+func TestTailTokens(t *testing.T) {
+	stream := strings.Repeat(`{"model":"m","message":{"content":"tok"},"done":false}`+"\n", 200) +
+		`{"model":"m","done":true,"prompt_eval_count":12,"prompt_eval_duration":5,"eval_count":34,"eval_duration":9}` + "\n"
+	for _, chunk := range []int{1, 7, 100, 5000} {
+		var tl tail
+		for i := 0; i < len(stream); i += chunk {
+			tl.add([]byte(stream[i:min(i+chunk, len(stream))]))
+		}
+		if p, c := tl.tokens(); p != 12 || c != 34 {
+			t.Fatalf("chunk %d: tokens = %d, %d; want 12, 34", chunk, p, c)
+		}
+	}
+	var sse tail
+	sse.add([]byte("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":7,\"total_tokens\":10}}\n\ndata: [DONE]\n\n"))
+	if p, c := sse.tokens(); p != 3 || c != 7 {
+		t.Fatalf("sse tokens = %d, %d; want 3, 7", p, c)
+	}
+}
+
+func TestCompareVersions(t *testing.T) {
+	tests := []struct {
+		a, b string
+		want int
+	}{
+		{"0.17.4", "0.17.4", 0},
+		{"0.9.0", "0.17.4", -1},
+		{"1.0.0", "0.99.99", 1},
+		{"0.17.4-rc1", "0.17.4", -1},
+		{"v0.5", "0.5.0", 0},
+	}
+	for _, tt := range tests {
+		if got := compareVersions(tt.a, tt.b); got != tt.want {
+			t.Errorf("compareVersions(%q, %q) = %d, want %d", tt.a, tt.b, got, tt.want)
+		}
+	}
+}

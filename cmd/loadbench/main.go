@@ -1,0 +1,326 @@
+// Command loadbench measures what Aivonx adds on top of going to a node
+// directly. It starts fake Ollama nodes (cmd/fakeollama) and the real
+// aivonx binary as separate processes, drives the same streamed-chat
+// workload at each target in one run, and prints a Markdown table:
+// requests/s, latency p50/p99 and the proxy's CPU time per request (from
+// /proc, so the load generator's own CPU is not counted).
+//
+//	go run ./cmd/loadbench -duration 5s
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "loadbench:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	duration    time.Duration
+	concurrency []int
+	tokens      int
+	tokenDelay  time.Duration
+	nodes       int
+	bin         string
+	fake        string
+	redisURL    string
+	databaseURL string
+}
+
+func run() error {
+	var o options
+	var conc string
+	flag.DurationVar(&o.duration, "duration", 5*time.Second, "how long each measurement runs")
+	flag.StringVar(&conc, "concurrency", "1,32", "comma-separated concurrency levels")
+	flag.IntVar(&o.tokens, "tokens", 5, "tokens per streamed answer")
+	flag.DurationVar(&o.tokenDelay, "token-delay", 0, "fake node's delay between tokens")
+	flag.IntVar(&o.nodes, "nodes", 1, "fake nodes behind the proxy")
+	flag.StringVar(&o.bin, "aivonx", "", "aivonx binary (default: build it)")
+	flag.StringVar(&o.fake, "fakeollama", "", "fakeollama binary (default: build it)")
+	flag.StringVar(&o.redisURL, "redis-url", os.Getenv("AIVONX_TEST_REDIS_URL"), "also measure the shared mode (with --database-url)")
+	flag.StringVar(&o.databaseURL, "database-url", os.Getenv("AIVONX_TEST_DATABASE_URL"), "Postgres for the shared mode")
+	flag.Parse()
+	for _, s := range strings.Split(conc, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			return fmt.Errorf("bad -concurrency %q", conc)
+		}
+		o.concurrency = append(o.concurrency, n)
+	}
+
+	tmp, err := os.MkdirTemp("", "loadbench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	if o.bin == "" {
+		o.bin = filepath.Join(tmp, "aivonx")
+		if err := build(o.bin, "./cmd/aivonx"); err != nil {
+			return err
+		}
+	}
+	if o.fake == "" {
+		o.fake = filepath.Join(tmp, "fakeollama")
+		if err := build(o.fake, "./cmd/fakeollama"); err != nil {
+			return err
+		}
+	}
+
+	var nodeURLs []string
+	for range o.nodes {
+		p, url, err := startFake(o)
+		if err != nil {
+			return err
+		}
+		defer stop(p)
+		nodeURLs = append(nodeURLs, url)
+	}
+
+	targets := []target{{name: "direct", url: nodeURLs[0]}}
+	proxy, purl, err := startProxy(o, tmp, nodeURLs, nil)
+	if err != nil {
+		return err
+	}
+	defer stop(proxy)
+	targets = append(targets, target{name: "aivonx (embedded)", url: purl, pid: proxy.Process.Pid})
+	if o.redisURL != "" && o.databaseURL != "" {
+		env := []string{"DATABASE_URL=" + o.databaseURL, "REDIS_URL=" + o.redisURL, "AIVONX_REDIS_PREFIX=loadbench:"}
+		if out, err := exec.Command(o.bin, append([]string{"migrate", "up"}, "--database-url", o.databaseURL)...).CombinedOutput(); err != nil {
+			return fmt.Errorf("migrate: %v: %s", err, out)
+		}
+		shared, surl, err := startProxy(o, tmp, nodeURLs, append(env, "AIVONX_WITH_WORKER=true"))
+		if err != nil {
+			return err
+		}
+		defer stop(shared)
+		targets = append(targets, target{name: "aivonx (Redis leases)", url: surl, pid: shared.Process.Pid})
+	}
+
+	fmt.Printf("streamed /api/chat, %d tokens per answer, token delay %s, %s per cell, %d node(s)\n\n",
+		o.tokens, o.tokenDelay, o.duration, o.nodes)
+	fmt.Println("| target | concurrency | requests/s | p50 | p99 | added p50 | added p99 | proxy CPU/request | errors |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, c := range o.concurrency {
+		var base result
+		for i, t := range targets {
+			r := measure(t, c, o.duration)
+			if i == 0 {
+				base = r
+			}
+			added50, added99, cpu := "", "", ""
+			if i > 0 {
+				added50 = fmtDur(r.p50 - base.p50)
+				added99 = fmtDur(r.p99 - base.p99)
+				cpu = fmtDur(r.cpuPerReq)
+			}
+			fmt.Printf("| %s | %d | %.0f (%.0f%%) | %s | %s | %s | %s | %s | %d |\n", t.name, c, r.rps, 100*r.rps/base.rps,
+				fmtDur(r.p50), fmtDur(r.p99), added50, added99, cpu, r.errors)
+		}
+	}
+	return nil
+}
+
+func fmtDur(d time.Duration) string { return fmt.Sprintf("%.3f ms", float64(d.Microseconds())/1000) }
+
+func build(out, pkg string) error {
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("build %s: %w", pkg, err)
+	}
+	return nil
+}
+
+// startFake starts one fake node and returns its URL.
+func startFake(o options) (*exec.Cmd, string, error) {
+	cmd := exec.Command(o.fake, "--addr", "127.0.0.1:0", "--models", "llama3:latest",
+		"--tokens", strconv.Itoa(o.tokens), "--token-delay", o.tokenDelay.String())
+	return startAndWait(cmd, "listening on ")
+}
+
+func startProxy(o options, tmp string, nodes []string, env []string) (*exec.Cmd, string, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	dir, err := os.MkdirTemp(tmp, "data-")
+	if err != nil {
+		return nil, "", err
+	}
+	cmd := exec.Command(o.bin, "serve", "--addr", addr, "--data-dir", dir, "--log-level", "error", "--rise", "1")
+	for _, n := range nodes {
+		cmd.Args = append(cmd.Args, "--node", n)
+	}
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, "", err
+	}
+	url := "http://" + addr
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if resp, err := http.Get(url + "/api/tags"); err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if bytes.Contains(body, []byte("llama3")) {
+				return cmd, url, nil
+			}
+		}
+	}
+	stop(cmd)
+	return nil, "", errors.New("aivonx did not become ready")
+}
+
+func startAndWait(cmd *exec.Cmd, prefix string) (*exec.Cmd, string, error) {
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, "", err
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, "", err
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, prefix) {
+		stop(cmd)
+		return nil, "", fmt.Errorf("%s: unexpected first line %q: %v", cmd.Path, line, err)
+	}
+	go io.Copy(io.Discard, out)
+	return cmd, strings.TrimSpace(strings.TrimPrefix(line, prefix)), nil
+}
+
+func stop(cmd *exec.Cmd) {
+	if cmd != nil && cmd.Process != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+type target struct {
+	name string
+	url  string
+	pid  int // the proxy process whose CPU time is measured; 0 for direct
+}
+
+type result struct {
+	rps       float64
+	p50, p99  time.Duration
+	cpuPerReq time.Duration
+	errors    int64
+}
+
+var body = []byte(`{"model":"llama3","messages":[{"role":"user","content":"hello"}],"stream":true}`)
+
+// measure runs concurrency workers against t for d and reports the
+// latency of whole streamed answers.
+func measure(t target, concurrency int, d time.Duration) result {
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: concurrency, MaxConnsPerHost: concurrency}}
+	defer client.CloseIdleConnections()
+	// Warm up connections and the proxy's caches.
+	for range concurrency {
+		_ = once(client, t.url)
+	}
+	cpu0 := cpuTime(t.pid)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var (
+		mu    sync.Mutex
+		lats  []time.Duration
+		errs  atomic.Int64
+		wg    sync.WaitGroup
+		start = time.Now()
+	)
+	for range concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			local := make([]time.Duration, 0, 4096)
+			for ctx.Err() == nil {
+				t0 := time.Now()
+				if err := once(client, t.url); err != nil {
+					errs.Add(1)
+					continue
+				}
+				local = append(local, time.Since(t0))
+			}
+			mu.Lock()
+			lats = append(lats, local...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	cpu := cpuTime(t.pid) - cpu0
+	sort.Slice(lats, func(i, j int) bool { return lats[i] < lats[j] })
+	r := result{errors: errs.Load()}
+	if n := len(lats); n > 0 {
+		r.rps = float64(n) / elapsed.Seconds()
+		r.p50 = lats[n/2]
+		r.p99 = lats[n*99/100]
+		r.cpuPerReq = cpu / time.Duration(n)
+	}
+	return r
+}
+
+func once(client *http.Client, url string) error {
+	resp, err := client.Post(url+"/api/chat", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != 200 || !bytes.Contains(b, []byte(`"done":true`)) {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// cpuTime is the user+system CPU time of pid from /proc/<pid>/stat.
+func cpuTime(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses and may
+	// contain spaces.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	const clockTicks = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / clockTicks
+}
