@@ -145,10 +145,10 @@ func (s *Snapshot) Candidates(model string, r Routing) ([]Candidate, error) {
 		return fresh, nil
 	case len(stale) > 0:
 		return stale, nil
-	case len(idx) > 0:
-		return nil, &ModelUnavailableError{Model: model}
 	case !s.anyUsable(r):
 		return nil, ErrNoCandidate
+	case len(idx) > 0:
+		return nil, &ModelUnavailableError{Model: model}
 	default:
 		return nil, &ModelNotFoundError{Model: model}
 	}

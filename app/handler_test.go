@@ -1,0 +1,540 @@
+package app_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aivonx/aivonx/app"
+	"github.com/aivonx/aivonx/app/fleet"
+	"github.com/aivonx/aivonx/infra/memory"
+	"github.com/aivonx/aivonx/internal/fakeollama"
+	"github.com/aivonx/aivonx/worker"
+)
+
+// staticStore is a FleetStore fake: nodes and settings held in memory.
+type staticStore struct {
+	mu       sync.Mutex
+	nodes    []fleet.Node
+	settings fleet.Settings
+}
+
+func (s *staticStore) Nodes(context.Context) ([]fleet.Node, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]fleet.Node(nil), s.nodes...), nil
+}
+
+func (s *staticStore) Settings(context.Context) (fleet.Settings, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.settings, nil
+}
+
+// testEnv is the proxy in front of fake nodes, with the real worker and
+// in-memory adapters of the embedded mode.
+type testEnv struct {
+	t        *testing.T
+	proxy    *httptest.Server
+	store    *staticStore
+	board    *memory.StatusBoard
+	inflight *memory.InFlight
+	worker   *worker.Worker
+	nodes    []*fakeollama.Server
+	logs     *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func newEnv(t *testing.T, cfg app.Config, nodes ...*fakeollama.Server) *testEnv {
+	t.Helper()
+	e := &testEnv{t: t, store: &staticStore{settings: fleet.DefaultSettings()}, board: memory.NewStatusBoard(),
+		inflight: memory.NewInFlight(), nodes: nodes, logs: &syncBuffer{}}
+	for i, n := range nodes {
+		e.store.nodes = append(e.store.nodes, fleet.Node{ID: int64(i + 1), Name: "node" + string(rune('A'+i)), BaseURL: n.URL(), Enabled: true})
+	}
+	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var err error
+	e.worker, err = worker.New(worker.Config{Rise: 1, Fall: 1, ProbeTimeout: time.Second}, e.store, e.board, nil, nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.pass()
+	cfg.RefreshEvery = refreshEvery
+	h, err := app.New(cfg, e.store, e.board, e.inflight, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.proxy = httptest.NewServer(h)
+	t.Cleanup(e.proxy.Close)
+	return e
+}
+
+// pass runs a health pass and waits until the handler's cached view is
+// old enough to be re-read inline by the next request.
+func (e *testEnv) pass() {
+	e.t.Helper()
+	if err := e.worker.RunOnce(context.Background()); err != nil {
+		e.t.Fatal(err)
+	}
+	time.Sleep(6 * refreshEvery)
+}
+
+// settle waits until the next request re-reads the store.
+func (e *testEnv) settle() { time.Sleep(6 * refreshEvery) }
+
+const refreshEvery = time.Millisecond
+
+func (e *testEnv) post(path, body string) *http.Response {
+	e.t.Helper()
+	resp, err := testClient.Post(e.proxy.URL+path, "application/json", strings.NewReader(body))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return resp
+}
+
+func readAll(t *testing.T, resp *http.Response) string {
+	t.Helper()
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read body: %v", err)
+	}
+	return string(b)
+}
+
+// waitFor polls cond until it holds or a generous deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (e *testEnv) inFlight() int {
+	counts, _ := e.inflight.Counts(context.Background(), []int64{1, 2, 3})
+	n := 0
+	for _, c := range counts {
+		n += c
+	}
+	return n
+}
+
+// testClient bounds every request, so a proxy bug fails a test instead of
+// hanging it.
+var testClient = &http.Client{Timeout: 20 * time.Second}
+
+var chat = `{"model":"llama3","messages":[{"role":"user","content":"hi"}]}`
+
+func TestStreamReachesClientBeforeNextToken(t *testing.T) {
+	gate := make(chan struct{})
+	node := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}, Tokens: 3, Gate: gate})
+	e := newEnv(t, app.Config{}, node)
+
+	// Like Ollama, the node sends its headers with the first token.
+	go func() { gate <- struct{}{} }()
+	resp := e.post("/api/chat", chat) // stream omitted: streamed, as Ollama does
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/x-ndjson") {
+		t.Fatalf("Content-Type = %q", ct)
+	}
+	lines := bufio.NewReader(resp.Body)
+	for i := range 3 {
+		if i > 0 {
+			gate <- struct{}{} // let the node produce token i, and only it
+		}
+		line, err := lines.ReadString('\n')
+		if err != nil {
+			t.Fatalf("token %d: %v", i, err)
+		}
+		// The node cannot produce token i+1 until the next send on gate, so
+		// receiving this line proves the proxy did not hold it back.
+		var chunk struct {
+			Message struct{ Content string }
+			Done    bool
+		}
+		if err := json.Unmarshal([]byte(line), &chunk); err != nil || chunk.Done || chunk.Message.Content == "" {
+			t.Fatalf("token %d: line %q (%v)", i, line, err)
+		}
+	}
+	last, _ := io.ReadAll(lines)
+	if !strings.Contains(string(last), `"done":true`) {
+		t.Fatalf("final line = %q", last)
+	}
+	if got := resp.Header.Get("X-Aivonx-Node"); got != "nodeA" {
+		t.Fatalf("X-Aivonx-Node = %q", got)
+	}
+	waitFor(t, "in-flight count back to zero", func() bool { return e.inFlight() == 0 })
+}
+
+func TestFailoverBeforeFirstByte(t *testing.T) {
+	t.Run("Refused", func(t *testing.T) {
+		a := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+		b := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+		e := newEnv(t, app.Config{}, a, b)
+		a.Stop() // dead, but the last health pass said healthy
+		for range 10 {
+			resp := e.post("/api/chat", chat)
+			body := readAll(t, resp)
+			if resp.StatusCode != 200 || !strings.Contains(body, `"done":true`) {
+				t.Fatalf("status %d body %q", resp.StatusCode, body)
+			}
+			if got := resp.Header.Get("X-Aivonx-Node"); got != "nodeB" {
+				t.Fatalf("served by %q, want nodeB", got)
+			}
+		}
+		// The failed connection marked A unreachable at once: one request
+		// paid for the discovery, the others went straight to B.
+		if !strings.Contains(e.logs.String(), `"msg":"node unreachable"`) {
+			t.Fatal("no passive-check log line")
+		}
+		if strings.Count(e.logs.String(), `"msg":"node unreachable"`) != 1 {
+			t.Fatalf("node marked unreachable more than once:\n%s", e.logs.String())
+		}
+	})
+	t.Run("Busy", func(t *testing.T) {
+		a := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+		b := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+		e := newEnv(t, app.Config{}, a, b)
+		a.SetBusy(true)
+		for range 10 {
+			resp := e.post("/api/chat", chat)
+			if body := readAll(t, resp); resp.StatusCode != 200 || resp.Header.Get("X-Aivonx-Node") != "nodeB" {
+				t.Fatalf("status %d node %q body %q", resp.StatusCode, resp.Header.Get("X-Aivonx-Node"), body)
+			}
+		}
+		// Busy is not down: A was tried again (least-active ties are random),
+		// and it was never marked unreachable.
+		if a.Requests("/api/chat") < 2 {
+			t.Fatalf("busy node tried %d times; it must stay a candidate", a.Requests("/api/chat"))
+		}
+		if strings.Contains(e.logs.String(), "node unreachable") {
+			t.Fatal("a busy node was marked unreachable")
+		}
+	})
+	t.Run("BusyEverywherePassesThe503", func(t *testing.T) {
+		a := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+		e := newEnv(t, app.Config{}, a)
+		a.SetBusy(true)
+		resp := e.post("/api/chat", chat)
+		if body := readAll(t, resp); resp.StatusCode != 503 || !strings.Contains(body, "server busy") {
+			t.Fatalf("status %d body %q; want the node's own 503", resp.StatusCode, body)
+		}
+	})
+	t.Run("AllRefused", func(t *testing.T) {
+		a := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+		e := newEnv(t, app.Config{}, a)
+		a.Stop()
+		resp := e.post("/api/chat", chat)
+		body := readAll(t, resp)
+		if resp.StatusCode != 502 || !strings.Contains(body, `"error":`) {
+			t.Fatalf("status %d body %q", resp.StatusCode, body)
+		}
+		if e.inFlight() != 0 {
+			t.Fatal("in-flight count leaked")
+		}
+	})
+}
+
+func TestMidStreamFailureIsVisibleAndNeverRetried(t *testing.T) {
+	a := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}, Tokens: 5})
+	b := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}, Tokens: 5})
+	e := newEnv(t, app.Config{}, a, b)
+	a.SetDropAfter(2)
+	b.SetDropAfter(2)
+
+	resp := e.post("/api/chat", chat)
+	body := readAll(t, resp)
+	lines := strings.Split(strings.TrimSpace(body), "\n")
+	if resp.StatusCode != 200 || len(lines) != 3 {
+		t.Fatalf("status %d, %d lines: %q", resp.StatusCode, len(lines), body)
+	}
+	var last struct{ Error string }
+	if err := json.Unmarshal([]byte(lines[2]), &last); err != nil || !strings.Contains(last.Error, "failed mid-stream") {
+		t.Fatalf("last line %q: want an error line", lines[2])
+	}
+	if got := a.Requests("/api/chat") + b.Requests("/api/chat"); got != 1 {
+		t.Fatalf("%d node requests; a stream that started must never be retried", got)
+	}
+	waitFor(t, "in-flight zero", func() bool { return e.inFlight() == 0 })
+
+	t.Run("SSE", func(t *testing.T) {
+		resp := e.post("/v1/chat/completions", `{"model":"llama3","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+		body := readAll(t, resp)
+		if !strings.Contains(body, `data: {"error":{`) || strings.Contains(body, "[DONE]") {
+			t.Fatalf("SSE body %q: want a final error event and no [DONE]", body)
+		}
+	})
+}
+
+func TestClientCancellationReachesNode(t *testing.T) {
+	node := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}, Tokens: 1000, TokenDelay: 5 * time.Millisecond})
+	e := newEnv(t, app.Config{}, node)
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "POST", e.proxy.URL+"/api/generate", strings.NewReader(`{"model":"llama3","prompt":"hi"}`))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	resp.Body.Close()
+	waitFor(t, "the node to stop generating", func() bool { return node.Cancelled() == 1 && node.Active() == 0 })
+	waitFor(t, "in-flight zero", func() bool { return e.inFlight() == 0 })
+}
+
+func TestErrors(t *testing.T) {
+	node := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+	e := newEnv(t, app.Config{MaxBodyBytes: 1 << 10}, node)
+	tests := []struct {
+		name, path, body string
+		wantStatus       int
+		wantBody         string
+	}{
+		{"UnknownModel", "/api/chat", `{"model":"nope"}`, 404, `{"error":"model 'nope' not found"}`},
+		{"UnknownModelOpenAI", "/v1/chat/completions", `{"model":"nope"}`, 404, `{"error":{"code":null,"message":"model 'nope' not found","param":null,"type":"api_error"}}`},
+		{"BadJSON", "/api/generate", `{"model":`, 400, `{"error":"invalid JSON: unexpected end of JSON input"}`},
+		{"BadJSONOpenAI", "/v1/embeddings", `{`, 400, `"type":"invalid_request_error"`},
+		{"WrongType", "/api/chat", `{"model":42}`, 400, `{"error":"must be a string"}`},
+		{"NotAnObject", "/api/chat", `[1]`, 400, `{"error":"must be a JSON object"}`},
+		{"NoModel", "/api/embed", `{"input":"x"}`, 400, `{"error":"model is required"}`},
+		{"Empty", "/api/chat", ``, 400, `{"error":"missing request body"}`},
+		{"TooLarge", "/api/chat", `{"model":"llama3","prompt":"` + strings.Repeat("x", 2<<10) + `"}`, 413, `larger than 1024 bytes`},
+		{"UnknownRoute", "/api/nope", `{}`, 404, `{"error":"no route for POST /api/nope"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := e.post(tt.path, tt.body)
+			body := readAll(t, resp)
+			if resp.StatusCode != tt.wantStatus || !strings.Contains(body, tt.wantBody) {
+				t.Fatalf("%s → %d %s; want %d containing %s", tt.path, resp.StatusCode, body, tt.wantStatus, tt.wantBody)
+			}
+			if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+				t.Fatalf("Content-Type %q", ct)
+			}
+		})
+	}
+	t.Run("MethodNotAllowed", func(t *testing.T) {
+		resp, err := http.Get(e.proxy.URL + "/api/chat")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := readAll(t, resp)
+		if resp.StatusCode != 405 || resp.Header.Get("Allow") != "POST" || !strings.Contains(body, `"error"`) {
+			t.Fatalf("GET /api/chat → %d Allow=%q %s", resp.StatusCode, resp.Header.Get("Allow"), body)
+		}
+	})
+	t.Run("NoHealthyNode", func(t *testing.T) {
+		node.Stop()
+		e.pass()
+		resp := e.post("/api/chat", chat)
+		if body := readAll(t, resp); resp.StatusCode != 503 || body != `{"error":"no healthy nodes available"}`+"\n" {
+			t.Fatalf("→ %d %q", resp.StatusCode, body)
+		}
+		resp, _ = http.Head(e.proxy.URL + "/")
+		if resp.StatusCode != 503 {
+			t.Fatalf("HEAD / → %d with no healthy node", resp.StatusCode)
+		}
+	})
+}
+
+func TestHeadersToAndFromNode(t *testing.T) {
+	// CheckHost: a loopback Ollama rejects a foreign Host with 403.
+	node := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}, CheckHost: true})
+	e := newEnv(t, app.Config{}, node)
+	req, _ := http.NewRequest("POST", e.proxy.URL+"/api/chat", strings.NewReader(`{"model":"llama3","stream":false}`))
+	req.Host = "balancer.example.com"
+	req.Header.Set("Authorization", "Bearer client-secret")
+	req.Header.Set("Cookie", "session=abc")
+	req.Header.Set("X-Api-Key", "k")
+	req.Header.Set("User-Agent", "ollama-js/0.6.4")
+	req.Header.Set("Connection", "keep-alive, X-Hop")
+	req.Header.Set("X-Hop", "drop me")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readAll(t, resp); resp.StatusCode != 200 {
+		t.Fatalf("status %d %q: the node's Host check failed", resp.StatusCode, body)
+	}
+	got, _, host := node.LastRequest("/api/chat")
+	for _, h := range []string{"Authorization", "Cookie", "X-Api-Key", "X-Hop"} {
+		if got.Get(h) != "" {
+			t.Errorf("%s forwarded to the node", h)
+		}
+	}
+	if got.Get("User-Agent") != "ollama-js/0.6.4" || got.Get("X-Forwarded-For") != "127.0.0.1" {
+		t.Errorf("headers at node: %v", got)
+	}
+	if strings.Contains(host, "example.com") {
+		t.Errorf("Host %q forwarded", host)
+	}
+	if resp.Header.Get("X-Request-Id") == "" || resp.Header.Get("X-Aivonx-Version") == "" {
+		t.Errorf("missing proxy headers: %v", resp.Header)
+	}
+}
+
+func TestFleetViews(t *testing.T) {
+	a := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest", "shared:latest"}, Loaded: []string{"llama3:latest"}, Version: "0.17.4"})
+	b := fakeollama.Start(t, fakeollama.Options{Models: []string{"qwen:7b", "shared:latest"}, Version: "0.9.1"})
+	down := fakeollama.Start(t, fakeollama.Options{Models: []string{"onlyhere:latest"}})
+	e := newEnv(t, app.Config{}, a, b, down)
+	down.Stop()
+	e.pass()
+
+	get := func(path string, into any) {
+		t.Helper()
+		resp, err := http.Get(e.proxy.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := readAll(t, resp)
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET %s → %d %s", path, resp.StatusCode, body)
+		}
+		if err := json.Unmarshal([]byte(body), into); err != nil {
+			t.Fatalf("GET %s: %v in %s", path, err, body)
+		}
+	}
+	var tags struct{ Models []struct{ Name, Digest string } }
+	get("/api/tags", &tags)
+	var names []string
+	for _, m := range tags.Models {
+		names = append(names, m.Name)
+		if m.Digest == "" {
+			t.Errorf("%s lost the node's fields", m.Name)
+		}
+	}
+	if strings.Join(names, ",") != "llama3:latest,qwen:7b,shared:latest" {
+		t.Fatalf("tags = %v (a down node's models must not be listed; duplicates merged)", names)
+	}
+	var ps struct{ Models []struct{ Name string } }
+	get("/api/ps", &ps)
+	if len(ps.Models) != 1 || ps.Models[0].Name != "llama3:latest" {
+		t.Fatalf("ps = %+v", ps)
+	}
+	var version struct{ Version string }
+	get("/api/version", &version)
+	if version.Version != "0.9.1" {
+		t.Fatalf("version = %q, want the lowest", version.Version)
+	}
+	var models struct {
+		Object string
+		Data   []struct{ ID, Object, OwnedBy string }
+	}
+	get("/v1/models", &models)
+	if models.Object != "list" || len(models.Data) != 3 || models.Data[0].ID != "llama3:latest" {
+		t.Fatalf("/v1/models = %+v", models)
+	}
+	var one struct{ ID string }
+	get("/v1/models/llama3", &one)
+	if one.ID != "llama3" {
+		t.Fatalf("/v1/models/llama3 id = %q, want the name as requested", one.ID)
+	}
+	var state struct {
+		Nodes []struct {
+			Name      string
+			Status    string
+			LatencyMS *float64 `json:"latency_ms"`
+			Reason    string
+		}
+	}
+	get("/api/proxy/state", &state)
+	if len(state.Nodes) != 3 || state.Nodes[2].Status != "standby" || state.Nodes[2].LatencyMS != nil || state.Nodes[2].Reason == "" {
+		t.Fatalf("state = %+v", state)
+	}
+	var active struct {
+		Nodes []struct{ ID int64 }
+		Total int `json:"total_active_requests"`
+	}
+	get("/api/proxy/active-requests?node_id=2", &active)
+	if len(active.Nodes) != 1 || active.Nodes[0].ID != 2 {
+		t.Fatalf("active-requests = %+v", active)
+	}
+	for path, want := range map[string]int{"/api/proxy/active-requests?node_id=x": 400, "/api/proxy/active-requests?node_id=99": 404, "/v1/models/nope": 404} {
+		resp, _ := http.Get(e.proxy.URL + path)
+		if readAll(t, resp); resp.StatusCode != want {
+			t.Errorf("GET %s → %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	var health struct {
+		Status string
+		Nodes  struct{ Total, Healthy int }
+	}
+	get("/api/health", &health)
+	if health.Status != "ok" || health.Nodes.Total != 3 || health.Nodes.Healthy != 2 {
+		t.Fatalf("health = %+v", health)
+	}
+}
+
+func TestRoutingSpreadsAndDrains(t *testing.T) {
+	a := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+	b := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+	e := newEnv(t, app.Config{}, a, b)
+	for range 40 {
+		readAll(t, e.post("/api/chat", `{"model":"llama3","stream":false}`))
+	}
+	if a.Requests("/api/chat") < 5 || b.Requests("/api/chat") < 5 {
+		t.Fatalf("sequential requests: A=%d B=%d; ties must not always pick one node", a.Requests("/api/chat"), b.Requests("/api/chat"))
+	}
+	// Disabling is the admin's drain switch; it applies without a worker pass.
+	e.store.mu.Lock()
+	e.store.nodes[0].Enabled = false
+	e.store.mu.Unlock()
+	e.settle()
+	before := a.Requests("/api/chat")
+	for range 10 {
+		readAll(t, e.post("/api/chat", `{"model":"llama3","stream":false}`))
+	}
+	if a.Requests("/api/chat") != before {
+		t.Fatal("a disabled node still got requests")
+	}
+}
+
+func TestLowestLatencyAvoidsSlowNode(t *testing.T) {
+	fast := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+	slow := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+	slow.SetLivenessDelay(50 * time.Millisecond)
+	e := newEnv(t, app.Config{}, fast, slow)
+	e.store.mu.Lock()
+	e.store.settings.Strategy = fleet.LowestLatency
+	e.store.mu.Unlock()
+	e.settle()
+	for range 20 {
+		readAll(t, e.post("/api/chat", `{"model":"llama3","stream":false}`))
+	}
+	if slow.Requests("/api/chat") > 0 {
+		t.Fatalf("slow node got %d requests under lowest_latency", slow.Requests("/api/chat"))
+	}
+}
