@@ -1,0 +1,16 @@
+package redis
+
+import "time"
+
+// Test hooks.
+
+// StopRenewing makes f's later leases behave like those of a process killed
+// with SIGKILL: never renewed (and, in the test, never released).
+func StopRenewing(f *InFlight) { f.noRenew = true }
+
+// SetCooldown shortens how long f skips Redis after a failure.
+func SetCooldown(f *InFlight, d time.Duration) { f.cooldown = d }
+
+// StopRenewingLock makes w's later locks behave like those of a worker that
+// died: never renewed.
+func StopRenewingLock(w *WorkerLock) { w.noRenew = true }

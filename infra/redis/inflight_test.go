@@ -1,0 +1,324 @@
+package redis_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aivonx/aivonx/app/fleet"
+	"github.com/aivonx/aivonx/infra/redis"
+	"github.com/aivonx/aivonx/internal/testenv"
+)
+
+func counts(t *testing.T, f *redis.InFlight, ids ...int64) map[int64]int {
+	t.Helper()
+	m, err := f.Counts(testCtx(t), ids)
+	if err != nil {
+		t.Fatalf("Counts: %v", err)
+	}
+	return m
+}
+
+func acquire(t *testing.T, f *redis.InFlight, ids ...int64) (int64, func()) {
+	t.Helper()
+	i, release, err := f.Acquire(testCtx(t), ids)
+	if err != nil {
+		t.Fatalf("Acquire(%v): %v", ids, err)
+	}
+	return ids[i], release
+}
+
+func TestInFlight(t *testing.T) {
+	t.Parallel()
+	c, prefix := newClient(t)
+	// Two replicas sharing one Redis.
+	r1 := redis.NewInFlight(c, prefix, 10*time.Second, nil)
+	r2 := redis.NewInFlight(c, prefix, 10*time.Second, nil)
+
+	t.Run("ErrNoCandidate", func(t *testing.T) {
+		_, release, err := r1.Acquire(testCtx(t), nil)
+		if !errors.Is(err, fleet.ErrNoCandidate) || release == nil {
+			t.Fatalf("Acquire(no nodes) = %v, want ErrNoCandidate and a callable release", err)
+		}
+	})
+
+	t.Run("TiesSpread", func(t *testing.T) {
+		picked := map[int64]int{}
+		for range 200 {
+			id, release := acquire(t, r1, 1, 2, 3)
+			picked[id]++
+			release()
+		}
+		for _, id := range []int64{1, 2, 3} {
+			if picked[id] < 30 { // expected ~67 each
+				t.Errorf("with equal load node %d was picked %d times of 200: %v", id, picked[id], picked)
+			}
+		}
+	})
+
+	t.Run("LeastLoadedWins", func(t *testing.T) {
+		var releases []func()
+		hold := func(f *redis.InFlight, id int64) {
+			_, release := acquire(t, f, id)
+			releases = append(releases, release)
+		}
+		hold(r1, 1)
+		hold(r2, 1)
+		hold(r1, 2)
+		// Node 3 is free, whichever replica asks.
+		for range 10 {
+			if id, release := acquire(t, r2, 1, 2, 3); id != 3 {
+				t.Fatalf("picked node %d, want the idle node 3", id)
+			} else {
+				release()
+			}
+		}
+		hold(r2, 3)
+		hold(r1, 3)
+		// Now 1: 2, 2: 1, 3: 2.
+		if got := counts(t, r1, 1, 2, 3); got[1] != 2 || got[2] != 1 || got[3] != 2 {
+			t.Fatalf("Counts = %v, want 1:2 2:1 3:2", got)
+		}
+		id, release := acquire(t, r1, 1, 2, 3)
+		if id != 2 {
+			t.Fatalf("picked node %d, want node 2 (least loaded across replicas)", id)
+		}
+		release()
+		for _, r := range releases {
+			r()
+		}
+		if got := counts(t, r2, 1, 2, 3); got[1]+got[2]+got[3] != 0 {
+			t.Fatalf("Counts after every release = %v, want zeros", got)
+		}
+	})
+
+	t.Run("ReleaseTwiceIsHarmless", func(t *testing.T) {
+		_, release := acquire(t, r1, 4)
+		_, other := acquire(t, r2, 4)
+		release()
+		release()
+		if got := counts(t, r1, 4)[4]; got != 1 {
+			t.Fatalf("count after a double release = %d, want 1 (the other lease)", got)
+		}
+		other()
+	})
+
+	t.Run("ContextDone", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if _, _, err := r1.Acquire(ctx, []int64{5}); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Acquire with a done context = %v", err)
+		}
+	})
+
+	assertTTLs(t, c, prefix)
+}
+
+// A lease that is never released (its process was killed) stops counting
+// after the TTL; one that is renewed outlives it.
+func TestInFlight_LeaseTTL(t *testing.T) {
+	t.Parallel()
+	c, prefix := newClient(t)
+	const ttl = 600 * time.Millisecond
+	live := redis.NewInFlight(c, prefix, ttl, nil)
+	dead := redis.NewInFlight(c, prefix, ttl, nil)
+	redis.StopRenewing(dead)
+
+	_, release := acquire(t, live, 1)
+	acquire(t, dead, 2) // never released, never renewed
+	start := time.Now()
+	if got := counts(t, live, 1, 2); got[1] != 1 || got[2] != 1 {
+		t.Fatalf("Counts = %v, want 1:1 2:1", got)
+	}
+	eventually(t, ttl+500*time.Millisecond, "the dead lease expires", func() bool {
+		return counts(t, live, 2)[2] == 0
+	})
+	if d := time.Since(start); d < ttl-100*time.Millisecond {
+		t.Errorf("the dead lease expired after %v, before its TTL of %v", d, ttl)
+	}
+	time.Sleep(time.Until(start.Add(2 * ttl)))
+	if got := counts(t, live, 1)[1]; got != 1 {
+		t.Fatalf("a renewed lease stopped counting after %v (TTL %v)", time.Since(start), ttl)
+	}
+	// The expired lease is dropped from its set by the next acquire.
+	if id, release := acquire(t, live, 2); id != 2 {
+		t.Fatal(id)
+	} else {
+		release()
+	}
+	if n := c.ZCard(testCtx(t), prefix+"inflight:2").Val(); n != 0 {
+		t.Errorf("the lease set of node 2 still holds %d leases", n)
+	}
+	release()
+	if got := counts(t, live, 1)[1]; got != 0 {
+		t.Fatalf("count after release = %d, want 0", got)
+	}
+	assertTTLs(t, c, prefix)
+}
+
+// A process holding a lease is killed with SIGKILL: its lease counts while
+// it renews it, and nothing is left once the TTL has passed.
+func TestInFlight_KilledProcessLeaksNothing(t *testing.T) {
+	t.Parallel()
+	url, prefix := testenv.Redis(t)
+	c := open(t, url)
+	const ttl = 600 * time.Millisecond
+	f := redis.NewInFlight(c, prefix, ttl, nil)
+
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %s %d", helperEnv, url, prefix, ttl, 7))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	if strings.TrimSpace(line) != "acquired" {
+		t.Fatalf("helper: %q", line)
+	}
+	time.Sleep(ttl * 3 / 2)
+	if got := counts(t, f, 7)[7]; got != 1 {
+		t.Fatalf("count of the helper's lease after 1.5 TTL = %d, want 1 (renewed)", got)
+	}
+	if err := cmd.Process.Kill(); err != nil { // SIGKILL
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	killed := time.Now()
+	eventually(t, ttl+500*time.Millisecond, "the killed process's lease expires", func() bool {
+		return counts(t, f, 7)[7] == 0
+	})
+	t.Logf("lease gone %v after SIGKILL (TTL %v)", time.Since(killed).Round(time.Millisecond), ttl)
+	eventually(t, ttl+500*time.Millisecond, "the lease set itself expires", func() bool {
+		return c.Exists(testCtx(t), prefix+"inflight:7").Val() == 0
+	})
+}
+
+// Redis stops while requests are in flight: Acquire keeps working from this
+// process's own counts, warns once, and goes back to shared leases by itself
+// once Redis is back, re-adding the leases taken meanwhile.
+func TestInFlight_RedisDown(t *testing.T) {
+	t.Parallel()
+	srv := testenv.StartRedis(t)
+	c := open(t, srv.URL())
+	var logs logBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	const ttl = 900 * time.Millisecond
+	f := redis.NewInFlight(c, "aivonx:", ttl, log)
+	redis.SetCooldown(f, 200*time.Millisecond)
+	ctx := testCtx(t)
+
+	_, releaseShared := acquire(t, f, 1)
+	if n := c.ZCard(ctx, "aivonx:inflight:1").Val(); n != 1 {
+		t.Fatalf("lease set of node 1 holds %d leases, want 1", n)
+	}
+
+	srv.Stop()
+	start := time.Now()
+	var releases []func()
+	picked := map[int64]int{}
+	for range 40 {
+		id, release := acquire(t, f, 1, 2, 3, 4)
+		picked[id]++
+		releases = append(releases, release)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("40 acquires with Redis down took %v", d)
+	}
+	// Least loaded by local counts (node 1 already had one): 41 leases
+	// end up 10 or 11 per node.
+	got := counts(t, f, 1, 2, 3, 4)
+	for id := int64(1); id <= 4; id++ {
+		if got[id] != 10 && got[id] != 11 || got[1]+got[2]+got[3]+got[4] != 41 {
+			t.Fatalf("Counts with Redis down = %v (picks %v), want the local counts, balanced", got, picked)
+		}
+	}
+	releaseShared() // must not block or fail
+	for _, r := range releases[:20] {
+		r()
+	}
+	if n := logs.count("level=WARN"); n != 1 {
+		t.Errorf("%d warnings with Redis down, want exactly 1:\n%s", n, logs.String())
+	}
+
+	srv.Start() // empty: it keeps no data
+	other := redis.NewInFlight(c, "aivonx:", ttl, nil)
+	// The leases still held are re-added by their renewal, so another
+	// replica sees them.
+	eventually(t, 3*time.Second, "held leases become shared again", func() bool {
+		got, err := other.Counts(ctx, []int64{1, 2, 3, 4})
+		return err == nil && got[1]+got[2]+got[3]+got[4] == 20
+	})
+	if n := logs.count("level=INFO"); n != 1 {
+		t.Errorf("%d info lines after Redis came back, want exactly 1:\n%s", n, logs.String())
+	}
+	if n := logs.count("level=WARN"); n != 1 {
+		t.Errorf("%d warnings in all, want exactly 1:\n%s", n, logs.String())
+	}
+	// New leases are shared at once.
+	id, release := acquire(t, f, 5)
+	if n := c.ZCard(ctx, "aivonx:inflight:5").Val(); id != 5 || n != 1 {
+		t.Fatalf("lease set of node 5 holds %d leases after Redis came back, want 1", n)
+	}
+	release()
+	for _, r := range releases[20:] {
+		r()
+	}
+	if got, err := other.Counts(ctx, []int64{1, 2, 3, 4, 5}); err != nil || got[1]+got[2]+got[3]+got[4]+got[5] != 0 {
+		t.Fatalf("Counts after every release = %v, %v", got, err)
+	}
+	assertTTLs(t, c, "aivonx:")
+	t.Logf("log:\n%s", logs.String())
+}
+
+// Concurrent acquires and releases from many goroutines keep exact counts.
+func TestInFlight_Concurrent(t *testing.T) {
+	t.Parallel()
+	c, prefix := newClient(t)
+	f := redis.NewInFlight(c, prefix, 5*time.Second, nil)
+	var wg sync.WaitGroup
+	hold := make(chan struct{})
+	var mu sync.Mutex
+	var releases []func()
+	for range 30 {
+		wg.Go(func() {
+			_, release, err := f.Acquire(testCtx(t), []int64{1, 2, 3})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			releases = append(releases, release)
+			mu.Unlock()
+			<-hold
+		})
+	}
+	eventually(t, 5*time.Second, "30 leases taken", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(releases) == 30
+	})
+	got := counts(t, f, 1, 2, 3)
+	if got[1] != 10 || got[2] != 10 || got[3] != 10 {
+		t.Errorf("30 concurrent acquires on 3 idle nodes: %v, want 10 each (atomic choose-and-take)", got)
+	}
+	close(hold)
+	wg.Wait()
+	for _, r := range releases {
+		r()
+	}
+	if got := counts(t, f, 1, 2, 3); got[1]+got[2]+got[3] != 0 {
+		t.Errorf("Counts after release = %v", got)
+	}
+}

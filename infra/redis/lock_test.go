@@ -1,0 +1,85 @@
+package redis_test
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/aivonx/aivonx/app/fleet"
+	"github.com/aivonx/aivonx/infra/redis"
+	"github.com/aivonx/aivonx/internal/testenv"
+)
+
+func TestWorkerLock(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	c, prefix := newClient(t)
+	const ttl = 600 * time.Millisecond
+	w1 := redis.NewWorkerLock(c, prefix, ttl)
+	w2 := redis.NewWorkerLock(c, prefix, ttl)
+
+	t.Run("Exclusive", func(t *testing.T) {
+		unlock, ok, err := w1.TryLock(ctx)
+		if err != nil || !ok {
+			t.Fatalf("first TryLock = %v, %v", ok, err)
+		}
+		if _, ok, err := w2.TryLock(ctx); ok || err != nil {
+			t.Fatalf("second TryLock while held = %v, %v; want false, nil", ok, err)
+		}
+		// Renewed while held: still exclusive after twice the TTL.
+		time.Sleep(2 * ttl)
+		if _, ok, err := w2.TryLock(ctx); ok || err != nil {
+			t.Fatalf("TryLock after 2 TTLs of a renewed lock = %v, %v; want false", ok, err)
+		}
+		assertTTLs(t, c, prefix)
+		unlock()
+		unlock() // harmless
+		unlock2, ok, err := w2.TryLock(ctx)
+		if err != nil || !ok {
+			t.Fatalf("TryLock after unlock = %v, %v; want the lock", ok, err)
+		}
+		unlock2()
+	})
+
+	t.Run("TakeoverAfterHolderDied", func(t *testing.T) {
+		dead := redis.NewWorkerLock(c, prefix, ttl)
+		redis.StopRenewingLock(dead)
+		deadUnlock, ok, err := dead.TryLock(ctx)
+		if err != nil || !ok {
+			t.Fatalf("TryLock = %v, %v", ok, err)
+		}
+		start := time.Now()
+		if _, ok, _ := w1.TryLock(ctx); ok {
+			t.Fatal("took a lock that is held")
+		}
+		var unlock func()
+		eventually(t, ttl+500*time.Millisecond, "another worker takes over", func() bool {
+			u, ok, err := w1.TryLock(ctx)
+			unlock = u
+			return ok && err == nil
+		})
+		if d := time.Since(start); d < ttl-100*time.Millisecond {
+			t.Errorf("took over after %v, before the TTL of %v", d, ttl)
+		}
+		// The late unlock of the old holder must not free the new one's lock.
+		deadUnlock()
+		if _, ok, _ := w2.TryLock(ctx); ok {
+			t.Fatal("the old holder's unlock released its successor's lock")
+		}
+		unlock()
+	})
+}
+
+func TestWorkerLock_ErrUnavailable(t *testing.T) {
+	t.Parallel()
+	c, err := redis.NewClient(fmt.Sprintf("redis://127.0.0.1:%d/0", testenv.FreePort(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	unlock, ok, err := redis.NewWorkerLock(c, "", 0).TryLock(testCtx(t))
+	if ok || !errors.Is(err, fleet.ErrUnavailable) || unlock == nil {
+		t.Fatalf("TryLock with Redis down = %v, %v; want ErrUnavailable", ok, err)
+	}
+}

@@ -1,0 +1,182 @@
+package redis
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/aivonx/aivonx/app/fleet"
+)
+
+// DefaultStatusTTL is the status TTL used when none is given: three passes
+// of the worker's default 10-second health interval.
+const DefaultStatusTTL = 30 * time.Second
+
+// lastPassTTL is how long the time of the last pass is kept: long enough for
+// /api/health to say "the last pass was 2 hours ago" rather than "unknown".
+const lastPassTTL = 24 * time.Hour
+
+// StatusCache is the hot copy of the observed fleet: the worker's last pass
+// as one value, and the passive "unreachable" marks that proxies share. It
+// satisfies app.StatusSource and worker.StatusStore. Safe for concurrent
+// use.
+type StatusCache struct {
+	client *goredis.Client
+	prefix string
+	ttl    time.Duration
+	log    *slog.Logger
+}
+
+// NewStatusCache returns a StatusCache whose keys start with prefix (empty
+// means [DefaultPrefix]). ttl is how long a pass and a mark stay valid; it
+// should be about three worker intervals, so that a dead worker's last pass
+// disappears instead of keeping dead nodes looking healthy. Zero means
+// [DefaultStatusTTL]. A nil log discards.
+func NewStatusCache(client *goredis.Client, prefix string, ttl time.Duration, log *slog.Logger) *StatusCache {
+	if ttl <= 0 {
+		ttl = DefaultStatusTTL
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	prefix = orDefault(prefix)
+	return &StatusCache{client: client, prefix: prefix, ttl: ttl, log: log}
+}
+
+func (c *StatusCache) passKey() string        { return c.prefix + "fleet" }
+func (c *StatusCache) passTimeKey() string    { return c.prefix + "fleet:pass" }
+func (c *StatusCache) unreachableKey() string { return c.prefix + "unreachable" }
+
+// pass is the JSON value stored under <prefix>fleet.
+type pass struct {
+	WrittenAt time.Time      `json:"written_at"`
+	Statuses  []fleet.Status `json:"statuses"`
+}
+
+// Statuses returns the last pass with the marks applied, in one round trip:
+// a node marked unreachable after its status was checked is reported with
+// Healthy false and Reason "unreachable: <reason>". Marks older than the
+// TTL are ignored. No pass (none written yet, or it expired) is not an
+// error: the result is empty. Errors wrap fleet.ErrUnavailable when Redis
+// cannot be reached.
+func (c *StatusCache) Statuses(ctx context.Context) ([]fleet.Status, error) {
+	var get *goredis.StringCmd
+	var marks *goredis.MapStringStringCmd
+	_, err := c.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		get = p.Get(ctx, c.passKey())
+		marks = p.HGetAll(ctx, c.unreachableKey())
+		return nil
+	})
+	if err != nil && !errors.Is(err, goredis.Nil) {
+		return nil, translate("read statuses", err)
+	}
+	raw, err := get.Bytes()
+	if errors.Is(err, goredis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, translate("read statuses", err)
+	}
+	var p pass
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return nil, fmt.Errorf("read statuses: %w", err)
+	}
+	c.applyMarks(p.Statuses, marks.Val(), time.Now())
+	return p.Statuses, nil
+}
+
+func (c *StatusCache) applyMarks(statuses []fleet.Status, marks map[string]string, now time.Time) {
+	if len(marks) == 0 {
+		return
+	}
+	for i := range statuses {
+		st := &statuses[i]
+		v, ok := marks[strconv.FormatInt(st.NodeID, 10)]
+		if !ok {
+			continue
+		}
+		at, reason, ok := parseMark(v)
+		if !ok {
+			c.log.Debug("ignoring a malformed unreachable mark", "node_id", st.NodeID, "value", v)
+			continue
+		}
+		if now.Sub(at) > c.ttl || !at.After(st.CheckedAt) {
+			continue
+		}
+		st.Healthy = false
+		st.Reason = "unreachable: " + reason
+	}
+}
+
+func parseMark(v string) (time.Time, string, bool) {
+	ns, reason, ok := strings.Cut(v, ":")
+	n, err := strconv.ParseInt(ns, 10, 64)
+	if !ok || err != nil {
+		return time.Time{}, "", false
+	}
+	return time.Unix(0, n), reason, true
+}
+
+// WriteStatuses replaces the last pass with statuses (stored ordered by
+// node ID), as one value that expires after the TTL, and records when it was
+// written (see [StatusCache.LastPass]). Errors wrap fleet.ErrUnavailable
+// when Redis cannot be reached.
+func (c *StatusCache) WriteStatuses(ctx context.Context, statuses []fleet.Status) error {
+	now := time.Now()
+	sorted := slices.Clone(statuses)
+	if sorted == nil {
+		sorted = []fleet.Status{}
+	}
+	slices.SortStableFunc(sorted, func(a, b fleet.Status) int { return cmp.Compare(a.NodeID, b.NodeID) })
+	raw, err := json.Marshal(pass{WrittenAt: now, Statuses: sorted})
+	if err != nil {
+		return fmt.Errorf("write statuses: %w", err)
+	}
+	_, err = c.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+		p.Set(ctx, c.passKey(), raw, c.ttl)
+		p.Set(ctx, c.passTimeKey(), now.UnixMilli(), lastPassTTL)
+		return nil
+	})
+	return translate("write statuses", err)
+}
+
+// MarkUnreachable records that a proxy failed to connect to the node, for
+// every replica: until a check newer than the mark passes, or the TTL
+// elapses, [StatusCache.Statuses] reports the node unhealthy. Errors wrap
+// fleet.ErrUnavailable when Redis cannot be reached.
+func (c *StatusCache) MarkUnreachable(ctx context.Context, nodeID int64, reason string) error {
+	// Nanoseconds: a mark taken in the same millisecond as a check must
+	// still compare as newer.
+	v := strconv.FormatInt(time.Now().UnixNano(), 10) + ":" + reason
+	_, err := c.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+		p.HSet(ctx, c.unreachableKey(), strconv.FormatInt(nodeID, 10), v)
+		// Redis 7.0 has no per-field TTL: the hash lives as long as its
+		// newest mark may, and older marks are ignored by their time.
+		p.PExpire(ctx, c.unreachableKey(), c.ttl)
+		return nil
+	})
+	return translate("mark unreachable", err)
+}
+
+// LastPass returns when the worker last wrote a pass, or the zero time if
+// none was written in the last 24 hours. Errors wrap fleet.ErrUnavailable
+// when Redis cannot be reached.
+func (c *StatusCache) LastPass(ctx context.Context) (time.Time, error) {
+	ms, err := c.client.Get(ctx, c.passTimeKey()).Int64()
+	if errors.Is(err, goredis.Nil) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, translate("read last pass", err)
+	}
+	return time.UnixMilli(ms), nil
+}
