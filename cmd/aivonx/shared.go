@@ -1,22 +1,124 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"time"
 
+	goredis "github.com/redis/go-redis/v9"
 	"github.com/urfave/cli/v2"
+
+	"github.com/aivonx/aivonx/app"
+	"github.com/aivonx/aivonx/app/fleet"
+	"github.com/aivonx/aivonx/infra/postgres"
+	"github.com/aivonx/aivonx/infra/redis"
 )
 
-// Placeholder until the Postgres and Redis adapters land.
+// openShared wires the shared mode: nodes and settings in Postgres, node
+// status hot in Redis with the last pass also in Postgres, in-flight leases
+// and the worker lock in Redis. It refuses an out-of-date schema, but starts
+// while Redis is down: proxying then runs on the last pass in Postgres and
+// local counts until Redis is back.
 func openShared(c *cli.Context, log *slog.Logger, dbURL, redisURL string) (*backend, error) {
-	return nil, errors.New("shared mode not wired yet")
+	ctx := c.Context
+	pool, err := postgres.Open(ctx, dbURL)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	b := &backend{mode: "shared", closers: []func(){pool.Close}}
+	if err := postgres.SchemaCurrent(ctx, pool); err != nil {
+		b.Close()
+		return nil, err
+	}
+	goredis.SetLogger(redis.DriverLogger{Log: log})
+	rc, err := redis.NewClient(redisURL)
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+	b.closers = append(b.closers, func() { rc.Close() })
+	pingCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	if err := rc.Ping(pingCtx).Err(); err != nil {
+		log.Warn("redis unavailable at start; running on the last pass in Postgres and local counts", "err", err.Error())
+	}
+	cancel()
+
+	every := c.Duration(healthEveryFlag.Name)
+	prefix := c.String(redisPrefixFlag.Name)
+	store := postgres.NewStore(pool)
+	cache := redis.NewStatusCache(rc, prefix, 3*every, log)
+	st := &sharedStatus{hot: cache, last: store, log: log}
+	b.store = store
+	b.statuses = st
+	b.passes = st
+	b.inflight = redis.NewInFlight(rc, prefix, redis.DefaultLeaseTTL, log)
+	b.lock = redis.NewWorkerLock(rc, prefix, redis.DefaultLockTTL)
+	b.deps = []app.Dependency{
+		{Name: "postgres", Check: func(ctx context.Context) error { return pool.Ping(ctx) }},
+		{Name: "redis", Check: func(ctx context.Context) error { return rc.Ping(ctx).Err() }},
+	}
+	return b, nil
 }
 
-func openPostgresStore(c *cli.Context, log *slog.Logger, dbURL string) (nodeStore, func(), error) {
-	return nil, nil, errors.New("shared mode not wired yet")
+// openPostgresStore opens only the admin store, for the CLI.
+func openPostgresStore(c *cli.Context, _ *slog.Logger, dbURL string) (nodeStore, func(), error) {
+	pool, err := postgres.Open(c.Context, dbURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("postgres: %w", err)
+	}
+	if err := postgres.SchemaCurrent(c.Context, pool); err != nil {
+		pool.Close()
+		return nil, nil, err
+	}
+	return postgres.NewStore(pool), pool.Close, nil
 }
 
-func migrateCommand() *cli.Command {
-	return &cli.Command{Name: "migrate", Usage: "database migrations"}
+// statusStore is what both status adapters offer.
+type statusStore interface {
+	Statuses(ctx context.Context) ([]fleet.Status, error)
+	WriteStatuses(ctx context.Context, statuses []fleet.Status) error
 }
-func cacheCommand() *cli.Command { return &cli.Command{Name: "cache", Usage: "Redis cache"} }
+
+// sharedStatus reads the hot copy in Redis and falls back to the last pass
+// in Postgres when Redis is down or has nothing (its key expired because the
+// worker stopped). Writes go to both, so losing either one loses nothing.
+type sharedStatus struct {
+	hot interface {
+		statusStore
+		MarkUnreachable(ctx context.Context, nodeID int64, reason string) error
+	}
+	last statusStore
+	log  *slog.Logger
+}
+
+func (s *sharedStatus) Statuses(ctx context.Context) ([]fleet.Status, error) {
+	statuses, err := s.hot.Statuses(ctx)
+	if err == nil && len(statuses) > 0 {
+		return statuses, nil
+	}
+	fallback, ferr := s.last.Statuses(ctx)
+	if ferr != nil {
+		return nil, errors.Join(err, ferr)
+	}
+	return fallback, nil
+}
+
+func (s *sharedStatus) WriteStatuses(ctx context.Context, statuses []fleet.Status) error {
+	errHot := s.hot.WriteStatuses(ctx, statuses)
+	errLast := s.last.WriteStatuses(ctx, statuses)
+	switch {
+	case errHot != nil && errLast != nil:
+		return errors.Join(errHot, errLast)
+	case errHot != nil:
+		s.log.Warn("pass written to Postgres only", "err", errHot.Error())
+	case errLast != nil:
+		s.log.Warn("pass written to Redis only", "err", errLast.Error())
+	}
+	return nil
+}
+
+func (s *sharedStatus) MarkUnreachable(ctx context.Context, nodeID int64, reason string) error {
+	return s.hot.MarkUnreachable(ctx, nodeID, reason)
+}
