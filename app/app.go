@@ -88,6 +88,28 @@ func (c *Config) validate() error {
 	return nil
 }
 
+// Deps are the handler's collaborators. Fleet, Statuses, InFlight and Log
+// are required; New reports a missing one. The others switch features on:
+// without Admin the management API answers 501, without Accounts there are
+// no logins or API keys, and so on. A struct rather than a long argument
+// list, because the optional ones outnumber the required.
+type Deps struct {
+	Fleet    FleetStore
+	Statuses StatusSource
+	InFlight InFlight
+	Log      *slog.Logger
+
+	// Admin writes nodes and settings (the management API).
+	Admin AdminStore
+	// Accounts keeps users and API keys.
+	Accounts AccountStore
+	// Refresher re-probes a node at once, e.g. after a pull, so a new model
+	// is routable without waiting for the next pass.
+	Refresher NodeRefresher
+	// Logs reads the JSON log files for /api/logs.
+	Logs LogReader
+}
+
 // Handler is the proxy. Build it with [New]; it is safe for concurrent use.
 type Handler struct {
 	cfg       Config
@@ -95,29 +117,32 @@ type Handler struct {
 	statuses  StatusSource
 	inflight  InFlight
 	log       *slog.Logger
+	deps      Deps
 	transport http.RoundTripper
 	mux       *http.ServeMux
 	view      viewCache
 	marks     sync.Map // node ID → time.Time of a passive "unreachable" mark
 	bufs      sync.Pool
 	now       func() time.Time
+	ext       extensions
 }
 
 // New builds the handler. It does no I/O; the first request reads the fleet.
-func New(cfg Config, store FleetStore, statuses StatusSource, inflight InFlight, log *slog.Logger) (*Handler, error) {
+func New(cfg Config, deps Deps) (*Handler, error) {
 	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if store == nil || statuses == nil || inflight == nil || log == nil {
-		return nil, errors.New("app.New: store, statuses, inflight and log are required")
+	if deps.Fleet == nil || deps.Statuses == nil || deps.InFlight == nil || deps.Log == nil {
+		return nil, errors.New("app.New: Fleet, Statuses, InFlight and Log are required")
 	}
 	h := &Handler{
 		cfg:       cfg,
-		store:     store,
-		statuses:  statuses,
-		inflight:  inflight,
-		log:       log,
+		store:     deps.Fleet,
+		statuses:  deps.Statuses,
+		inflight:  deps.InFlight,
+		log:       deps.Log,
+		deps:      deps,
 		transport: cfg.Transport,
 		now:       time.Now,
 	}
@@ -127,6 +152,9 @@ func New(cfg Config, store FleetStore, statuses StatusSource, inflight InFlight,
 	h.bufs.New = func() any { b := make([]byte, 32<<10); return &b }
 	h.view.load = h.loadView
 	h.view.every = cfg.RefreshEvery
+	if err := h.initExtensions(); err != nil {
+		return nil, err
+	}
 	h.mux = h.routes()
 	return h, nil
 }

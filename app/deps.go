@@ -44,3 +44,23 @@ type InFlight interface {
 	// absent means zero.
 	Counts(ctx context.Context, nodeIDs []int64) (map[int64]int, error)
 }
+
+// AdminStore writes the admin-owned data: the management API and the CLI
+// use it. Implementations validate (returning *fleet.ValidationError) and
+// translate their errors to fleet's sentinels.
+type AdminStore interface {
+	// Node returns fleet.ErrNotFound if id does not exist.
+	Node(ctx context.Context, id int64) (fleet.Node, error)
+	// CreateNode returns fleet.ErrConflict if the base URL is taken.
+	CreateNode(ctx context.Context, n fleet.Node) (fleet.Node, error)
+	// UpdateNode returns fleet.ErrNotFound or fleet.ErrConflict.
+	UpdateNode(ctx context.Context, n fleet.Node) (fleet.Node, error)
+	// DeleteNode returns fleet.ErrNotFound if id does not exist.
+	DeleteNode(ctx context.Context, id int64) error
+	SaveSettings(ctx context.Context, s fleet.Settings) (fleet.Settings, error)
+}
+
+// NodeRefresher probes one node at once, model list included.
+type NodeRefresher interface {
+	RefreshNode(ctx context.Context, nodeID int64) error
+}

@@ -85,7 +85,7 @@ func newEnv(t *testing.T, cfg app.Config, nodes ...*fakeollama.Server) *testEnv 
 	}
 	e.pass()
 	cfg.RefreshEvery = refreshEvery
-	h, err := app.New(cfg, e.store, e.board, e.inflight, log)
+	h, err := app.New(cfg, app.Deps{Fleet: e.store, Statuses: e.board, InFlight: e.inflight, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,30 +14,43 @@ func (h *Handler) routes() *http.ServeMux {
 	mux.HandleFunc("GET /{$}", h.handleRoot)
 	mux.HandleFunc("GET /api/proxy", h.handleRoot)
 
+	// Inference routes: open by default as in the upstream, or behind API
+	// keys when the deployment requires them (requireAPIKey decides).
+	inference := func(pattern string, d dialect, hf http.HandlerFunc) {
+		mux.Handle(pattern, h.requireAPIKey(d, hf))
+	}
 	// Model-routed Ollama routes, and the upstream's aliases of them.
 	for _, p := range []string{"/api/chat", "/api/generate", "/api/embed", "/api/embeddings", "/api/show"} {
-		mux.HandleFunc("POST "+p, h.proxy(route{upstream: p}))
+		inference("POST "+p, ollamaDialect, h.proxy(route{upstream: p}))
 	}
 	for _, p := range []string{"chat", "generate", "embed", "embeddings"} {
-		mux.HandleFunc("POST /api/proxy/"+p, h.proxy(route{upstream: "/api/" + p}))
+		inference("POST /api/proxy/"+p, ollamaDialect, h.proxy(route{upstream: "/api/" + p}))
 	}
 	// OpenAI-compatible routes.
 	for _, p := range []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings"} {
-		mux.HandleFunc("POST "+p, h.proxy(route{upstream: p, dialect: openAIDialect}))
+		inference("POST "+p, openAIDialect, h.proxy(route{upstream: p, dialect: openAIDialect}))
 	}
 
 	// Fleet-wide views.
-	mux.HandleFunc("GET /api/tags", h.handleTags)
-	mux.HandleFunc("GET /api/proxy/tags", h.handleTags)
-	mux.HandleFunc("GET /api/ps", h.handlePS)
-	mux.HandleFunc("GET /api/version", h.handleVersion)
-	mux.HandleFunc("GET /v1/models", h.handleModels)
-	mux.HandleFunc("GET /v1/models/{model...}", h.handleModel)
+	inference("GET /api/tags", ollamaDialect, h.handleTags)
+	inference("GET /api/proxy/tags", ollamaDialect, h.handleTags)
+	inference("GET /api/ps", ollamaDialect, h.handlePS)
+	inference("GET /api/version", ollamaDialect, h.handleVersion)
+	inference("GET /v1/models", openAIDialect, h.handleModels)
+	inference("GET /v1/models/{model...}", openAIDialect, h.handleModel)
 
-	// Operations.
+	// Operations. State and active requests reveal internal node addresses,
+	// so they need an admin (the upstream left them public).
 	mux.HandleFunc("GET /api/health", h.handleHealth)
-	mux.HandleFunc("GET /api/proxy/state", h.handleState)
-	mux.HandleFunc("GET /api/proxy/active-requests", h.handleActiveRequests)
+	mux.Handle("GET /api/proxy/state", h.requireAdmin(http.HandlerFunc(h.handleState)))
+	mux.Handle("GET /api/proxy/active-requests", h.requireAdmin(http.HandlerFunc(h.handleActiveRequests)))
+
+	// Accounts, management, observability and the web UI, each in its own
+	// file.
+	h.accountRoutes(mux)
+	h.manageRoutes(mux)
+	h.observeRoutes(mux)
+	h.uiRoutes(mux)
 
 	mux.HandleFunc("/api/", h.handleNoRoute(mux, ollamaDialect))
 	mux.HandleFunc("/v1/", h.handleNoRoute(mux, openAIDialect))

@@ -76,7 +76,15 @@ func runServe(c *cli.Context) error {
 	if inLambda() {
 		cfg.Mode = "lambda"
 	}
-	h, err := app.New(cfg, b.store, b.statuses, b.inflight, log)
+	deps := app.Deps{Fleet: b.store, Statuses: b.statuses, InFlight: b.inflight, Log: log, Admin: b.store}
+	// Every mode can re-probe one node at once (after a pull); only the
+	// embedded mode, or --with-worker, schedules whole passes here.
+	w, err := newWorker(c, b, log)
+	if err != nil {
+		return err
+	}
+	deps.Refresher = w
+	h, err := app.New(cfg, deps)
 	if err != nil {
 		return err
 	}
@@ -89,10 +97,6 @@ func runServe(c *cli.Context) error {
 	// The embedded mode checks its own nodes; the shared mode leaves that to
 	// `aivonx worker` unless asked to do both.
 	if b.mode == "embedded" || c.Bool("with-worker") {
-		w, err := newWorker(c, b, log)
-		if err != nil {
-			return err
-		}
 		// One pass before listening, so the first request has a fleet.
 		if err := w.RunOnce(ctx); err != nil {
 			log.Error("first health pass", "err", err.Error())

@@ -1,0 +1,5 @@
+package app
+
+import "net/http"
+
+func (h *Handler) manageRoutes(*http.ServeMux) {}
