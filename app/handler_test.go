@@ -427,7 +427,9 @@ func TestFleetViews(t *testing.T) {
 			t.Fatalf("GET %s: %v in %s", path, err, body)
 		}
 	}
-	var tags struct{ Models []struct{ Name, Digest string } }
+	var tags struct {
+		Models []struct{ Name, Digest string }
+	}
 	get("/api/tags", &tags)
 	var names []string
 	for _, m := range tags.Models {
