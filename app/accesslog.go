@@ -16,19 +16,22 @@ import (
 // access is what one request's access line reports. The proxy fills in the
 // model, node and token counts as it learns them.
 type access struct {
-	start      time.Time
-	firstByte  time.Duration
-	status     int
-	bytes      int64
-	model      string
-	node       string
-	retries    int
-	promptTok  int64
-	evalTok    int64
-	streamErr  string
-	err        error
-	requestID  string
-	wroteFirst bool
+	start     time.Time
+	firstByte time.Duration
+	status    int
+	bytes     int64
+	model     string
+	node      string
+	retries   int
+	promptTok int64
+	evalTok   int64
+	streamErr string
+	err       error
+	requestID string
+	// who is the user or API key behind the request ("key:ci-bot",
+	// "user:alice"); apiKeyID is set when an API key authenticated it.
+	who      string
+	apiKeyID int64
 }
 
 type accessKey struct{}
@@ -138,6 +141,9 @@ func (h *Handler) logAccess(r *http.Request, a *access) {
 	if a.node != "" {
 		attrs = append(attrs, slog.String("node", a.node))
 	}
+	if a.who != "" {
+		attrs = append(attrs, slog.String("who", a.who))
+	}
 	if a.retries > 0 {
 		attrs = append(attrs, slog.Int("retries", a.retries))
 	}
@@ -151,6 +157,7 @@ func (h *Handler) logAccess(r *http.Request, a *access) {
 		attrs = append(attrs, slog.String("err", a.err.Error()))
 	}
 	h.log.LogAttrs(r.Context(), level, "request", attrs...)
+	h.recordRequest(r, a, status)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -59,6 +59,12 @@ type Config struct {
 	Transport http.RoundTripper
 	// Dependencies are checked by /api/health (Postgres, Redis...).
 	Dependencies []Dependency
+	// Auth configures logins, API keys and CORS (auth.go).
+	Auth AuthConfig
+	// Manage configures the management API (manage.go).
+	Manage ManageConfig
+	// Observe configures logs and metrics (observe.go).
+	Observe ObserveConfig
 }
 
 // Dependency is something /api/health reports on.
@@ -124,6 +130,7 @@ type Handler struct {
 	marks     sync.Map // node ID → time.Time of a passive "unreachable" mark
 	bufs      sync.Pool
 	now       func() time.Time
+	patterns  []string // every route, see Patterns
 	ext       extensions
 }
 

@@ -1,13 +1,17 @@
 package app
 
-import (
-	"context"
-	"net/http"
-)
+import "net/http"
+
+// AuthConfig configures logins, API keys and CORS. (Placeholder.)
+type AuthConfig struct{}
 
 // AccountStore keeps users and API keys. (Placeholder: the accounts work
 // defines its methods.)
 type AccountStore interface{}
+
+type authState struct{}
+
+func (h *Handler) initAuth() error { return nil }
 
 // requireAPIKey guards an inference route. (Placeholder: open.)
 func (h *Handler) requireAPIKey(_ dialect, next http.Handler) http.Handler { return next }
@@ -15,6 +19,4 @@ func (h *Handler) requireAPIKey(_ dialect, next http.Handler) http.Handler { ret
 // requireAdmin guards a management route. (Placeholder: open.)
 func (h *Handler) requireAdmin(next http.Handler) http.Handler { return next }
 
-func (h *Handler) accountRoutes(*http.ServeMux) {}
-
-var _ = context.Background
+func (h *Handler) accountRoutes(*routeMux) {}

@@ -1,8 +1,20 @@
 package app
 
-// extensions holds the state of the optional features (accounts,
-// management, observability, UI). Each feature's file adds its fields here
-// and initialises them in initExtensions.
-type extensions struct{}
+// extensions holds the state of the optional features. Each feature owns
+// one field and one init function, in its own file, so the features can grow
+// without touching each other.
+type extensions struct {
+	auth    *authState
+	manage  *manageState
+	observe *observeState
+	ui      *uiState
+}
 
-func (h *Handler) initExtensions() error { return nil }
+func (h *Handler) initExtensions() error {
+	for _, init := range []func() error{h.initAuth, h.initManage, h.initObserve, h.initUI} {
+		if err := init(); err != nil {
+			return err
+		}
+	}
+	return nil
+}

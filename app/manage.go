@@ -1,5 +1,10 @@
 package app
 
-import "net/http"
+// ManageConfig configures the management API. (Placeholder.)
+type ManageConfig struct{}
 
-func (h *Handler) manageRoutes(*http.ServeMux) {}
+type manageState struct{}
+
+func (h *Handler) initManage() error { return nil }
+
+func (h *Handler) manageRoutes(*routeMux) {}

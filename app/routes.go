@@ -8,7 +8,8 @@ import (
 // routes lists every route in one place. Ollama's own paths work at the
 // root; the upstream's /api/proxy/* aliases keep working too.
 func (h *Handler) routes() *http.ServeMux {
-	mux := http.NewServeMux()
+	mux := &routeMux{ServeMux: http.NewServeMux()}
+	defer func() { h.patterns = mux.patterns }()
 
 	// Liveness, as a real Ollama answers it (clients start with HEAD /).
 	mux.HandleFunc("GET /{$}", h.handleRoot)
@@ -52,16 +53,36 @@ func (h *Handler) routes() *http.ServeMux {
 	h.observeRoutes(mux)
 	h.uiRoutes(mux)
 
-	mux.HandleFunc("/api/", h.handleNoRoute(mux, ollamaDialect))
-	mux.HandleFunc("/v1/", h.handleNoRoute(mux, openAIDialect))
-	return mux
+	mux.Handle("/api/", h.handleNoRoute(mux.ServeMux, ollamaDialect))
+	mux.Handle("/v1/", h.handleNoRoute(mux.ServeMux, openAIDialect))
+	return mux.ServeMux
 }
+
+// routeMux records every pattern it registers, so the OpenAPI document can
+// be checked against the real routes.
+type routeMux struct {
+	*http.ServeMux
+	patterns []string
+}
+
+func (m *routeMux) Handle(pattern string, h http.Handler) {
+	m.patterns = append(m.patterns, pattern)
+	m.ServeMux.Handle(pattern, h)
+}
+
+func (m *routeMux) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
+	m.Handle(pattern, http.HandlerFunc(h))
+}
+
+// Patterns returns every route pattern the handler serves, in registration
+// order ("POST /api/chat", "GET /v1/models/{model...}").
+func (h *Handler) Patterns() []string { return append([]string(nil), h.patterns...) }
 
 // handleNoRoute answers paths under /api/ and /v1/ that no route takes, in
 // the API's own error shape: 405 with Allow when the path exists for other
 // methods, else 404.
-func (h *Handler) handleNoRoute(mux *http.ServeMux, d dialect) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) handleNoRoute(mux *http.ServeMux, d dialect) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var allow []string
 		for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
 			probe := &http.Request{Method: m, URL: r.URL, Host: r.Host, Header: http.Header{}}
@@ -75,5 +96,5 @@ func (h *Handler) handleNoRoute(mux *http.ServeMux, d dialect) http.HandlerFunc 
 			return
 		}
 		writeError(w, d, http.StatusNotFound, "no route for "+r.Method+" "+r.URL.Path)
-	}
+	})
 }

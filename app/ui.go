@@ -1,5 +1,7 @@
 package app
 
-import "net/http"
+type uiState struct{}
 
-func (h *Handler) uiRoutes(*http.ServeMux) {}
+func (h *Handler) initUI() error { return nil }
+
+func (h *Handler) uiRoutes(*routeMux) {}
