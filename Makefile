@@ -28,5 +28,15 @@ lint: ## gofmt, go vet and the import rules of the layout
 bench-select: ## selection micro-benchmark (ns/op, allocs/op at 10 and 1,000 nodes)
 	$(GO) test -run '^$$' -bench . -benchmem ./app/fleet/
 
+# sam build (BuildMethod: makefile) runs build-<LogicalId> with ARTIFACTS_DIR set.
+build-ProxyFunction build-WorkerFunction build-MigrateFunction:
+	GOOS=linux GOARCH=arm64 CGO_ENABLED=0 $(GO) build -trimpath -tags lambda.norpc -ldflags "$(LDFLAGS)" -o $(ARTIFACTS_DIR)/bootstrap ./cmd/aivonx
+
+sam-build: ## build the Lambda functions with AWS SAM
+	sam build
+
+sam-deploy: ## deploy the SAM stack (guided the first time)
+	sam deploy --guided
+
 clean: ## remove build output
 	rm -rf bin .aws-sam

@@ -124,6 +124,10 @@ func (h *Handler) logAccess(r *http.Request, a *access) {
 	if status >= 500 || a.streamErr != "" {
 		level = slog.LevelWarn
 	}
+	defer h.recordRequest(r, a, status)
+	if !h.log.Enabled(r.Context(), level) {
+		return
+	}
 	attrs := make([]slog.Attr, 0, 16)
 	attrs = append(attrs,
 		slog.String("method", r.Method),
@@ -157,7 +161,6 @@ func (h *Handler) logAccess(r *http.Request, a *access) {
 		attrs = append(attrs, slog.String("err", a.err.Error()))
 	}
 	h.log.LogAttrs(r.Context(), level, "request", attrs...)
-	h.recordRequest(r, a, status)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -58,7 +58,10 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rt route, node f
 			if _, werr := w.Write(chunk); werr != nil {
 				return // the client is gone; closing the body cancels the node
 			}
-			if kind != plainBody {
+			// Flush every chunk of a stream at once, except one that came
+			// with the end of the body: returning flushes it together with
+			// the chunked terminator, one write instead of two.
+			if kind != plainBody && rerr == nil {
 				flush(w)
 			}
 		}

@@ -20,7 +20,7 @@ var version = "dev"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newCLI().RunContext(ctx, os.Args)
+	err := newCLI().RunContext(ctx, lambdaArgs(os.Args))
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "aivonx:", err)

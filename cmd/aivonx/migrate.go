@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -21,22 +22,28 @@ func migrateCommand() *cli.Command {
 out-of-date schema. Run "aivonx migrate up" after every upgrade. Concurrent runs
 are serialised by a Postgres lock.`,
 		Subcommands: []*cli.Command{
-			{Name: "up", Usage: "apply every pending migration", Flags: flags, Action: func(c *cli.Context) error {
+			{Name: "up", Usage: "apply every pending migration (under Lambda: one run per invocation)", Flags: flags, Action: func(c *cli.Context) error {
 				dsn, err := needDatabase(c)
 				if err != nil {
 					return err
 				}
-				applied, err := postgres.MigrateUp(c.Context, dsn)
-				if err != nil {
-					return err
+				up := func(ctx context.Context) error {
+					applied, err := postgres.MigrateUp(ctx, dsn)
+					if err != nil {
+						return err
+					}
+					if len(applied) == 0 {
+						fmt.Println("schema is current")
+					}
+					for _, m := range applied {
+						fmt.Printf("applied %05d %s\n", m.Version, m.Name)
+					}
+					return nil
 				}
-				if len(applied) == 0 {
-					fmt.Println("schema is current")
+				if inLambda() {
+					return startLambdaWorker(c.Context, up)
 				}
-				for _, m := range applied {
-					fmt.Printf("applied %05d %s\n", m.Version, m.Name)
-				}
-				return nil
+				return up(c.Context)
 			}},
 			{Name: "down", Usage: "roll back the last migration", Flags: flags, Action: func(c *cli.Context) error {
 				dsn, err := needDatabase(c)

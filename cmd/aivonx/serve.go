@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"time"
@@ -43,6 +44,8 @@ keeps in Postgres and Redis, and shares in-flight counts with every replica.`,
 				Usage: "in the shared mode, also run the health worker in this process (one-VM deployments)"},
 			&cli.StringFlag{Name: "lambda-front", Value: "function-url", EnvVars: []string{"AIVONX_LAMBDA_FRONT"},
 				Usage: "under Lambda: function-url (streaming), http-api or alb"},
+			&cli.StringFlag{Name: "pprof-addr", EnvVars: []string{"AIVONX_PPROF_ADDR"},
+				Usage: "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off by default"},
 			dataDirFlag, databaseFlag, redisFlag, redisPrefixFlag, logLevelFlag,
 			healthEveryFlag, modelsEveryFlag, riseFlag, fallFlag,
 		},
@@ -104,7 +107,24 @@ func runServe(c *cli.Context) error {
 		stop := w.Schedule(ctx, c.Duration(healthEveryFlag.Name))
 		defer stop()
 	}
+	if addr := c.String("pprof-addr"); addr != "" {
+		go servePprof(addr, log)
+	}
 	return listen(ctx, c, h, log)
+}
+
+// servePprof exposes the runtime profiles on a separate listener, never on
+// the proxy's own port.
+func servePprof(addr string, log *slog.Logger) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	log.Info("pprof listening", "addr", addr)
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if err := srv.ListenAndServe(); err != nil {
+		log.Error("pprof", "err", err.Error())
+	}
 }
 
 // listen serves HTTP until ctx ends, then stops accepting, lets in-flight
