@@ -1,0 +1,266 @@
+package fakeollama
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/ollama/ollama/api"
+	"github.com/ollama/ollama/openai"
+	"github.com/ollama/ollama/types/model"
+)
+
+// modelEntry is one installed model.
+type modelEntry struct {
+	name      string // as /api/tags lists it: model.Name.DisplayShortest()
+	key       string // lower-cased name, for Ollama's case-insensitive match
+	modified  time.Time
+	size      int64
+	digest    string // 64 hex, no "sha256:" prefix
+	details   api.ModelDetails
+	embedding bool // embedding-only: no chat/generate
+}
+
+func newModelEntry(name string, modified time.Time) modelEntry {
+	if n := model.ParseName(name); n.IsValid() {
+		name = n.DisplayShortest()
+	}
+	sum := sha256.Sum256([]byte(name))
+	e := modelEntry{
+		name:     name,
+		key:      strings.ToLower(name),
+		modified: modified,
+		digest:   hex.EncodeToString(sum[:]),
+	}
+	if strings.Contains(e.key, "embed") {
+		e.embedding = true
+		e.size = 274302450
+		e.details = api.ModelDetails{Format: "gguf", Family: "nomic-bert", Families: []string{"nomic-bert"}, ParameterSize: "137M", QuantizationLevel: "F16"}
+	} else {
+		e.size = 4661224676
+		e.details = api.ModelDetails{Format: "gguf", Family: "llama", Families: []string{"llama"}, ParameterSize: "8.0B", QuantizationLevel: "Q4_0"}
+	}
+	return e
+}
+
+// nameKey is the lookup key for a requested name ("llama3" and "LLama3:latest"
+// both give "llama3:latest"), and whether the name is valid at all.
+func nameKey(name string) (model.Name, string, bool) {
+	n := model.ParseName(name)
+	if !n.IsValid() {
+		return n, "", false
+	}
+	return n, strings.ToLower(n.DisplayShortest()), true
+}
+
+// unqualified is Ollama's error for a name that does not parse, where the
+// handler lets it reach the model store (embed, show).
+func unqualified(n model.Name) string {
+	return "unqualified name: " + n.String()
+}
+
+func (s *Server) lookupKey(key string) (modelEntry, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.models {
+		if e.key == key {
+			return e, true
+		}
+	}
+	return modelEntry{}, false
+}
+
+// lookup finds an installed model by the name a request used.
+func (s *Server) lookup(name string) (modelEntry, bool) {
+	_, key, ok := nameKey(name)
+	if !ok {
+		return modelEntry{}, false
+	}
+	return s.lookupKey(key)
+}
+
+// addModel installs (or replaces) a model as the most recently modified.
+func (s *Server) addModel(e modelEntry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.removeLocked(e.key)
+	s.models = append([]modelEntry{e}, s.models...)
+}
+
+func (s *Server) removeLocked(key string) bool {
+	for i, e := range s.models {
+		if e.key == key {
+			s.models = append(s.models[:i], s.models[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// Models returns the names /api/tags lists right now.
+func (s *Server) Models() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, len(s.models))
+	for i, e := range s.models {
+		out[i] = e.name
+	}
+	return out
+}
+
+// SetModels replaces the installed models.
+func (s *Server) SetModels(names ...string) {
+	base := time.Now().UTC()
+	models := make([]modelEntry, 0, len(names))
+	for i, n := range names {
+		models = append(models, newModelEntry(n, base.Add(-time.Duration(i)*time.Minute)))
+	}
+	s.mu.Lock()
+	s.models = models
+	s.mu.Unlock()
+}
+
+// SetLoaded replaces what /api/ps lists.
+func (s *Server) SetLoaded(names ...string) {
+	s.mu.Lock()
+	s.loaded = append([]string(nil), names...)
+	s.mu.Unlock()
+}
+
+func (s *Server) handleTags(w http.ResponseWriter, _ *http.Request, _ []byte) {
+	s.mu.Lock()
+	resp := api.ListResponse{Models: make([]api.ListModelResponse, 0, len(s.models))}
+	for _, e := range s.models {
+		resp.Models = append(resp.Models, api.ListModelResponse{
+			Name:       e.name,
+			Model:      e.name,
+			ModifiedAt: e.modified,
+			Size:       e.size,
+			Digest:     e.digest,
+			Details:    e.details,
+		})
+	}
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (s *Server) handlePs(w http.ResponseWriter, _ *http.Request, _ []byte) {
+	now := time.Now().UTC()
+	s.mu.Lock()
+	loaded := s.loaded
+	s.mu.Unlock()
+	resp := api.ProcessResponse{Models: make([]api.ProcessModelResponse, 0, len(loaded))}
+	for i, name := range loaded {
+		e, ok := s.lookup(name)
+		if !ok {
+			e = newModelEntry(name, now)
+		}
+		resp.Models = append(resp.Models, api.ProcessModelResponse{
+			Name:    e.name,
+			Model:   e.name,
+			Size:    e.size + 1<<20, // loaded size includes the KV cache
+			Digest:  e.digest,
+			Details: e.details,
+			// Ollama lists the longest remaining keep-alive first.
+			ExpiresAt:     now.Add(5*time.Minute - time.Duration(i)*time.Second),
+			SizeVRAM:      0,
+			ContextLength: 4096,
+		})
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (s *Server) showResponse(e modelEntry) api.ShowResponse {
+	caps := []model.Capability{model.CapabilityCompletion}
+	arch := "llama"
+	if e.embedding {
+		caps = []model.Capability{model.CapabilityEmbedding}
+		arch = "nomic-bert"
+	}
+	return api.ShowResponse{
+		Modelfile: fmt.Sprintf("# Modelfile generated by \"ollama show\"\n# To build a new Modelfile based on this, replace FROM with:\n# FROM %s\n\nFROM /root/.ollama/models/blobs/sha256-%s\nTEMPLATE {{ .Prompt }}\n", e.name, e.digest),
+		Parameters: `stop                           "<|eot_id|>"`,
+		Template:   "{{ .Prompt }}",
+		Details:    e.details,
+		ModelInfo: map[string]any{
+			"general.architecture":    arch,
+			"general.parameter_count": 8030261248,
+			arch + ".context_length":  8192,
+			arch + ".embedding_length": 4096,
+		},
+		Tensors: []api.Tensor{
+			{Name: "token_embd.weight", Type: e.details.QuantizationLevel, Shape: []uint64{4096, 128256}},
+			{Name: "output_norm.weight", Type: "F32", Shape: []uint64{4096}},
+		},
+		Capabilities: caps,
+		ModifiedAt:   e.modified,
+	}
+}
+
+func (s *Server) handleShow(w http.ResponseWriter, _ *http.Request, body []byte) {
+	var req api.ShowRequest
+	if !decode(w, body, &req) {
+		return
+	}
+	if req.Model == "" {
+		req.Model = req.Name
+	}
+	if req.Model == "" {
+		writeError(w, http.StatusBadRequest, "model is required")
+		return
+	}
+	n, key, ok := nameKey(req.Model)
+	if !ok {
+		writeError(w, http.StatusInternalServerError, unqualified(n))
+		return
+	}
+	e, ok := s.lookupKey(key)
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("model '%s' not found", req.Model))
+		return
+	}
+	writeJSON(w, http.StatusOK, s.showResponse(e))
+}
+
+// ---- /v1/models ----
+
+func (s *Server) handleOAIModels(w http.ResponseWriter, _ *http.Request, _ []byte) {
+	// Built like openai.ToListCompletion, so an empty store gives
+	// "data":null exactly as Ollama does.
+	var list openai.ListCompletion
+	list.Object = "list"
+	s.mu.Lock()
+	for _, e := range s.models {
+		list.Data = append(list.Data, openai.Model{
+			Id:      e.name,
+			Object:  "model",
+			Created: e.modified.Unix(),
+			OwnedBy: model.ParseName(e.name).Namespace,
+		})
+	}
+	s.mu.Unlock()
+	writeOAI(w, http.StatusOK, list)
+}
+
+func (s *Server) handleOAIModel(w http.ResponseWriter, r *http.Request, _ []byte) {
+	name := strings.TrimPrefix(r.URL.Path, "/v1/models/")
+	n, key, ok := nameKey(name)
+	if !ok {
+		writeOAIError(w, http.StatusInternalServerError, unqualified(n))
+		return
+	}
+	e, ok := s.lookupKey(key)
+	if !ok {
+		writeOAIError(w, http.StatusNotFound, fmt.Sprintf("model '%s' not found", name))
+		return
+	}
+	writeOAI(w, http.StatusOK, openai.Model{
+		Id:      name, // echoed as requested
+		Object:  "model",
+		Created: e.modified.Unix(),
+		OwnedBy: n.Namespace,
+	})
+}
