@@ -69,6 +69,29 @@ var schema = []string{
 		value      TEXT NOT NULL,
 		updated_at TEXT NOT NULL
 	);`,
+	// 2: users and API keys (accounts.go). Times are UTC text of a fixed
+	// width (accountTime), so that they compare as strings.
+	`CREATE TABLE users (
+		id            INTEGER PRIMARY KEY AUTOINCREMENT,
+		username      TEXT NOT NULL UNIQUE COLLATE NOCASE,
+		password_hash TEXT NOT NULL,
+		role          TEXT NOT NULL CHECK (role IN ('admin', 'viewer')),
+		created_at    TEXT NOT NULL,
+		updated_at    TEXT NOT NULL
+	);
+	CREATE TABLE api_keys (
+		id                INTEGER PRIMARY KEY AUTOINCREMENT,
+		name              TEXT NOT NULL,
+		prefix            TEXT NOT NULL,
+		hash              TEXT NOT NULL UNIQUE,
+		rpm_limit         INTEGER NOT NULL DEFAULT 0,
+		created_at        TEXT NOT NULL,
+		revoked_at        TEXT,
+		requests          INTEGER NOT NULL DEFAULT 0,
+		prompt_tokens     INTEGER NOT NULL DEFAULT 0,
+		completion_tokens INTEGER NOT NULL DEFAULT 0,
+		last_used_at      TEXT
+	);`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {
