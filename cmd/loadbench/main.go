@@ -98,6 +98,12 @@ func run() error {
 	}
 
 	targets := []target{{name: "direct", url: nodeURLs[0]}}
+	if ng, nurl, err := startNginx(tmp, nodeURLs[0]); err == nil {
+		defer stop(ng)
+		targets = append(targets, target{name: "nginx (1 worker, keepalive)", url: nurl, pid: ng.Process.Pid})
+	} else {
+		fmt.Fprintln(os.Stderr, "loadbench: no nginx baseline:", err)
+	}
 	proxy, purl, err := startProxy(o, tmp, nodeURLs, nil)
 	if err != nil {
 		return err
@@ -189,6 +195,70 @@ func startProxy(o options, tmp string, nodes []string, env []string) (*exec.Cmd,
 	}
 	stop(cmd)
 	return nil, "", errors.New("aivonx did not become ready")
+}
+
+// startNginx runs nginx as the plain reverse-proxy baseline: one worker,
+// kept-alive upstream connections, no buffering (as a streaming setup needs).
+func startNginx(tmp, node string) (*exec.Cmd, string, error) {
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		for _, p := range []string{"/usr/sbin/nginx", "/usr/local/sbin/nginx"} {
+			if _, serr := os.Stat(p); serr == nil {
+				bin, err = p, nil
+			}
+		}
+		if err != nil {
+			return nil, "", errors.New("nginx not installed (apt-get install nginx-light)")
+		}
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	dir, err := os.MkdirTemp(tmp, "nginx-")
+	if err != nil {
+		return nil, "", err
+	}
+	conf := fmt.Sprintf(`daemon off;
+master_process off;
+worker_processes 1;
+error_log %[1]s/error.log warn;
+pid %[1]s/nginx.pid;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path %[1]s;
+  proxy_temp_path %[1]s;
+  upstream node { server %[2]s; keepalive 256; }
+  server {
+    listen %[3]s;
+    location / {
+      proxy_pass http://node;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }
+  }
+}
+`, dir, strings.TrimPrefix(node, "http://"), addr)
+	path := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		return nil, "", err
+	}
+	cmd := exec.Command(bin, "-c", path, "-p", dir)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, "", err
+	}
+	url := "http://" + addr
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return cmd, url, nil
+		}
+	}
+	stop(cmd)
+	return nil, "", errors.New("nginx did not start")
 }
 
 func startAndWait(cmd *exec.Cmd, prefix string) (*exec.Cmd, string, error) {
