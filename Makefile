@@ -25,6 +25,9 @@ lint: ## gofmt, go vet and the import rules of the layout
 	@bad=$$($(GO) list -f '{{.ImportPath}}: {{join .Imports " "}}' ./infra/... | grep -E ' github.com/aivonx/aivonx/(app|worker|cmd)( |/|$$)' | grep -v 'app/fleet'); \
 	  if [ -n "$$bad" ]; then echo "infra may import only app/fleet from this module: $$bad"; exit 1; fi
 
+bench: bench-select ## load benchmark: direct vs nginx vs aivonx (embedded, and with Redis leases when AIVONX_TEST_* are set)
+	$(GO) run ./internal/testenv/withservices -- $(GO) run ./cmd/loadbench -duration 5s -concurrency 1,32,256
+
 bench-select: ## selection micro-benchmark (ns/op, allocs/op at 10 and 1,000 nodes)
 	$(GO) test -run '^$$' -bench . -benchmem ./app/fleet/
 
