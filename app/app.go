@@ -49,7 +49,9 @@ type Config struct {
 	// fresh. Zero means 30s (three health intervals).
 	StatusMaxAge time.Duration
 	// RefreshEvery is how long the handler reuses the fleet (nodes,
-	// settings, statuses) it read last. Zero means 1s.
+	// settings, statuses) it read last; a change in the store is seen within
+	// two periods. Zero means 500ms, so changes reach every replica within a
+	// second.
 	RefreshEvery time.Duration
 	// MarkFor is how long a passive "unreachable" mark excludes a node when
 	// no newer health check has passed. Zero means 30s.
@@ -80,7 +82,7 @@ func (c *Config) setDefaults() {
 	c.FirstByteTimeout = cmp.Or(c.FirstByteTimeout, 5*time.Minute)
 	c.DialTimeout = cmp.Or(c.DialTimeout, 5*time.Second)
 	c.StatusMaxAge = cmp.Or(c.StatusMaxAge, 30*time.Second)
-	c.RefreshEvery = cmp.Or(c.RefreshEvery, time.Second)
+	c.RefreshEvery = cmp.Or(c.RefreshEvery, 500*time.Millisecond)
 	c.MarkFor = cmp.Or(c.MarkFor, 30*time.Second)
 }
 

@@ -101,11 +101,11 @@ func (e *testEnv) pass() {
 	if err := e.worker.RunOnce(context.Background()); err != nil {
 		e.t.Fatal(err)
 	}
-	time.Sleep(6 * refreshEvery)
+	time.Sleep(3 * refreshEvery)
 }
 
 // settle waits until the next request re-reads the store.
-func (e *testEnv) settle() { time.Sleep(6 * refreshEvery) }
+func (e *testEnv) settle() { time.Sleep(3 * refreshEvery) }
 
 const refreshEvery = time.Millisecond
 

@@ -26,11 +26,12 @@ type view struct {
 }
 
 // viewCache keeps the current view. A request never waits for a refresh
-// while the view is younger than 5 refresh periods: it takes the current one
-// and, when that is older than one period, starts a single background
-// refresh (stale-while-revalidate). Older than that (a Lambda container
-// that was frozen, or the very first request) the request refreshes inline,
-// so nothing depends on background goroutines between invocations.
+// while the view is younger than two refresh periods: it takes the current
+// one and, when that is older than one period, starts a single background
+// refresh (stale-while-revalidate). Older than that (sparse traffic, a
+// Lambda container that was frozen, the very first request) the request
+// refreshes inline, so what it sees is never older than two periods and
+// nothing depends on background goroutines between invocations.
 type viewCache struct {
 	cur        atomic.Pointer[view]
 	refreshing atomic.Bool
@@ -46,7 +47,7 @@ func (c *viewCache) get(ctx context.Context, now time.Time) *view {
 		if age < c.every {
 			return v
 		}
-		if age < 5*c.every {
+		if age < 2*c.every {
 			if c.refreshing.CompareAndSwap(false, true) {
 				go func() {
 					defer c.refreshing.Store(false)
