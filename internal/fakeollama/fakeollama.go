@@ -64,6 +64,11 @@ type Options struct {
 	// producing each token the handler waits to receive from Gate (or for the
 	// client to go away). Final lines are not gated. It lets a test check that
 	// token N reached the client before the fake produced token N+1.
+	//
+	// As in Ollama, the status line and headers of a stream go out with the
+	// first token, so an HTTP client's Do returns only after the first value
+	// was received: give Gate a buffer and put the first value in before
+	// sending the request.
 	Gate chan struct{}
 	// Control adds the /_fake/* control endpoints (see control.go) for
 	// processes that drive the fake over HTTP, such as Node.js tests. Off by
@@ -530,7 +535,7 @@ func isLocalIP(ip netip.Addr) bool {
 
 const (
 	ctJSON     = "application/json; charset=utf-8" // gin c.JSON
-	ctJSONBare = "application/json"                 // waitForStream, streamResponse errors, /v1
+	ctJSONBare = "application/json"                // waitForStream, streamResponse errors, /v1
 	ctNDJSON   = "application/x-ndjson"
 	ctSSE      = "text/event-stream"
 )

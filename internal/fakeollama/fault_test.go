@@ -167,7 +167,10 @@ func TestFaultLivenessDelay(t *testing.T) {
 // TestGateOrdersTokens checks that with a gate each token reaches the client
 // before the next one is produced.
 func TestGateOrdersTokens(t *testing.T) {
-	gate := make(chan struct{})
+	// As in Ollama the response headers go out with the first token, so the
+	// first token is released before the request is sent.
+	gate := make(chan struct{}, 1)
+	gate <- struct{}{}
 	s := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3"}, Tokens: 3, Gate: gate})
 	resp := openStream(t, context.Background(), s.URL()+"/api/chat", chatBody)
 	lines := make(chan string)
@@ -183,12 +186,14 @@ func TestGateOrdersTokens(t *testing.T) {
 		}
 	}()
 	for i := range 3 {
-		select {
-		case l := <-lines:
-			t.Fatalf("line %d arrived before the gate opened: %s", i, l)
-		case <-time.After(20 * time.Millisecond):
+		if i > 0 {
+			select {
+			case l := <-lines:
+				t.Fatalf("line %d arrived before the gate opened: %s", i, l)
+			case <-time.After(20 * time.Millisecond):
+			}
+			gate <- struct{}{}
 		}
-		gate <- struct{}{}
 		if l := <-lines; !strings.Contains(l, fakeollama.Token(i)) {
 			t.Fatalf("line %d = %s", i, l)
 		}
@@ -203,12 +208,12 @@ func TestGateOrdersTokens(t *testing.T) {
 }
 
 func TestCancellationIsCounted(t *testing.T) {
-	gate := make(chan struct{})
+	gate := make(chan struct{}, 1)
+	gate <- struct{}{} // the first token, which carries the headers
 	s := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3"}, Gate: gate})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	resp := openStream(t, ctx, s.URL()+"/api/chat", chatBody)
-	gate <- struct{}{}
 	if _, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil {
 		t.Fatal(err)
 	}
@@ -235,13 +240,13 @@ func TestCancellationIsCounted(t *testing.T) {
 }
 
 func TestStopRestartSameAddress(t *testing.T) {
-	gate := make(chan struct{})
+	gate := make(chan struct{}, 1)
+	gate <- struct{}{}
 	s := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3"}, Gate: gate})
 	url := s.URL()
 
 	// A stream in flight is cut by Stop.
 	resp := openStream(t, context.Background(), url+"/api/chat", chatBody)
-	gate <- struct{}{}
 	br := bufio.NewReader(resp.Body)
 	if _, err := br.ReadString('\n'); err != nil {
 		t.Fatal(err)

@@ -206,8 +206,6 @@ func readLines(t *testing.T, body []byte) [][]byte {
 // (field order, omitted zero metrics, escaping).
 func TestWireNativeLinesMatchOllamaEncoding(t *testing.T) {
 	s := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3"}})
-	model := `llama3<&>` // must be echoed with HTML-safe escaping
-	s.SetModels("llama3", model)
 
 	resp, body := do(t, "POST", s.URL()+"/api/chat", `{"model":"llama3","messages":[{"role":"user","content":"hi"}]}`)
 	if resp.Header.Get("Content-Type") != "application/x-ndjson" || resp.TransferEncoding == nil {
@@ -250,11 +248,6 @@ func TestWireNativeLinesMatchOllamaEncoding(t *testing.T) {
 		t.Errorf("stream:false\n got %s\nwant %s", body, want)
 	}
 
-	// The model is echoed as spelled, escaped like encoding/json.
-	_, body = do(t, "POST", s.URL()+"/api/generate", `{"model":"llama3\u003c\u0026\u003e","prompt":"x","stream":false}`)
-	if !bytes.HasPrefix(body, []byte(`{"model":"llama3\u003c\u0026\u003e",`)) {
-		t.Errorf("escaped echo: %s", body)
-	}
 }
 
 func TestWireOpenAISSE(t *testing.T) {
