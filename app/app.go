@@ -158,7 +158,8 @@ func New(cfg Config, deps Deps) (*Handler, error) {
 	if h.transport == nil {
 		h.transport = NewTransport(cfg.DialTimeout, cfg.FirstByteTimeout)
 	}
-	h.bufs.New = func() any { b := make([]byte, 32<<10); return &b }
+	// Relay buffers are held for a whole stream; tokens are small.
+	h.bufs.New = func() any { b := make([]byte, 4<<10); return &b }
 	h.view.load = h.loadView
 	h.view.every = cfg.RefreshEvery
 	if err := h.initExtensions(); err != nil {
@@ -188,8 +189,8 @@ func NewTransport(dialTimeout, firstByteTimeout time.Duration) *http.Transport {
 		ResponseHeaderTimeout: firstByteTimeout,
 		ExpectContinueTimeout: 0,
 		DisableCompression:    true,
-		WriteBufferSize:       16 << 10,
-		ReadBufferSize:        16 << 10,
+		// Default 4 KiB connection buffers: a stream holds its connection
+		// for minutes, and thousands of them must fit in memory.
 	}
 }
 

@@ -540,3 +540,19 @@ func TestLowestLatencyAvoidsSlowNode(t *testing.T) {
 		t.Fatalf("slow node got %d requests under lowest_latency", slow.Requests("/api/chat"))
 	}
 }
+
+func TestSSEWithoutDoneEndsWithError(t *testing.T) {
+	node := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}, Tokens: 5})
+	e := newEnv(t, app.Config{}, node)
+	node.SetErrorAfter(2) // Ollama's runner crash on /v1: an empty chunk, no [DONE]
+	resp := e.post("/v1/chat/completions", `{"model":"llama3","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	body := readAll(t, resp)
+	if !strings.HasSuffix(strings.TrimSpace(body), `"code":null,"message":"node nodeA ended the stream without [DONE] (the model runner may have failed)","param":null,"type":"api_error"}}`) {
+		t.Fatalf("body %q: want a final error event", body)
+	}
+	node.ClearFaults()
+	resp = e.post("/v1/chat/completions", `{"model":"llama3","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	if body := readAll(t, resp); strings.Contains(body, `"error"`) || !strings.HasSuffix(strings.TrimSpace(body), "data: [DONE]") {
+		t.Fatalf("a complete stream was changed: %q", body)
+	}
+}

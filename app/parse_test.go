@@ -1,6 +1,7 @@
 package app
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -45,22 +46,42 @@ func TestParseModel(t *testing.T) {
 }
 
 // FuzzParseModel: any input gives a model or a ValidationError, never a
-// panic or another error type.
+// panic, and the top-level scanner agrees with encoding/json.
 func FuzzParseModel(f *testing.F) {
-	for _, s := range []string{`{"model":"llama3"}`, `{"name":"x"}`, `{`, `[]`, `{"model":1}`, "\xff", `{"model":"a","model":"b"}`} {
+	for _, s := range []string{`{"model":"llama3"}`, `{"name":"x"}`, `{`, `[]`, `{"model":1}`, "\xff",
+		`{"model":"a","model":"b"}`, `{"m\u006fdel":"esc"}`, `{"a":[1,{"model":"inner"}],"model":"top"}`,
+		`{"a":"}\"]","name":"n"}`, `{"n":-1.5e3,"model":true}`, `{ "model" : "sp" , "x" : null }`, `{"model":null,"name":"n"}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		model, err := parseModel(body)
+		var ref struct {
+			Model *string `json:"model"`
+			Name  *string `json:"name"`
+		}
+		refErr := json.Unmarshal(body, &ref)
 		if err != nil {
 			var ve *fleet.ValidationError
 			if !errors.As(err, &ve) {
 				t.Fatalf("parseModel(%q) error %T %v is not a ValidationError", body, err, err)
 			}
+			if refErr == nil && ve.Field != "model" && ve.Field != "name" {
+				t.Fatalf("parseModel(%q) = %v, but encoding/json accepts it", body, err)
+			}
 			return
 		}
-		if strings.TrimSpace(model) == "" {
-			t.Fatalf("parseModel(%q) returned an empty model without error", body)
+		if refErr != nil {
+			t.Fatalf("parseModel(%q) = %q, but encoding/json says %v", body, model, refErr)
+		}
+		want := ""
+		if ref.Model != nil {
+			want = strings.TrimSpace(*ref.Model)
+		}
+		if want == "" && ref.Name != nil {
+			want = strings.TrimSpace(*ref.Name)
+		}
+		if model != want {
+			t.Fatalf("parseModel(%q) = %q, encoding/json reads %q", body, model, want)
 		}
 	})
 }

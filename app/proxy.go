@@ -23,40 +23,120 @@ type route struct {
 	dialect  dialect
 }
 
-// modelFields are the request-body fields routing needs. Some clients send
-// the deprecated "name" instead of "model" (the ollama CLI on /api/show and
-// /api/pull, ollama-js on /api/pull, /api/push, /api/delete).
-type modelFields struct {
-	Model string `json:"model"`
-	Name  string `json:"name"`
+// parseModel reads the model a request body names: "model", or the
+// deprecated "name" that some clients send instead (the ollama CLI on
+// /api/show and /api/pull, ollama-js on /api/pull, /api/push, /api/delete).
+// It returns a *fleet.ValidationError for a body that is not a JSON object
+// or names no model as a string.
+//
+// It validates with json.Valid and then walks only the top level of the
+// object, skipping values without decoding them: bodies carry base64
+// images and long histories, and a reflective decode of those would cost
+// CPU and grow the goroutine's stack, which a streaming request then holds
+// for minutes.
+func parseModel(body []byte) (string, error) {
+	invalid := func(field, msg string) (string, error) {
+		return "", &fleet.ValidationError{Field: field, Msg: msg}
+	}
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		return invalid("body", "missing request body")
+	}
+	if !json.Valid(body) {
+		var v any
+		err := json.Unmarshal(body, &v) // only to explain why
+		if err == nil {
+			err = errors.New("invalid JSON")
+		}
+		return invalid("body", "invalid JSON: "+err.Error())
+	}
+	if body[0] != '{' {
+		return invalid("body", "must be a JSON object")
+	}
+	var model, name string
+	for i := 1; ; {
+		i = skipSpace(body, i)
+		if body[i] == '}' {
+			break
+		}
+		if body[i] == ',' {
+			i = skipSpace(body, i+1)
+		}
+		keyEnd := skipValue(body, i)
+		key := body[i:keyEnd]
+		i = skipSpace(body, keyEnd)
+		i = skipSpace(body, i+1) // the colon
+		valEnd := skipValue(body, i)
+		if len(key) <= 64 { // no longer key can fold to "model" or "name"
+			k2 := string(key[1 : len(key)-1])
+			if bytes.IndexByte(key, '\\') >= 0 {
+				_ = json.Unmarshal(key, &k2)
+			}
+			// Case-insensitive, as encoding/json (and so Ollama) matches.
+			if k2 = strings.ToLower(k2); k2 == "model" || k2 == "name" {
+				var v string
+				if body[i] != 'n' { // null leaves it empty, as encoding/json does
+					if err := json.Unmarshal(body[i:valEnd], &v); err != nil {
+						return invalid(k2, "must be a string")
+					}
+				}
+				if k2 == "model" {
+					model = v
+				} else {
+					name = v
+				}
+			}
+		}
+		i = valEnd
+	}
+	m := strings.TrimSpace(model)
+	if m == "" {
+		m = strings.TrimSpace(name)
+	}
+	if m == "" {
+		return invalid("model", "model is required")
+	}
+	return m, nil
 }
 
-// parseModel reads the model a request body names. It returns a
-// *fleet.ValidationError for a body that is not a JSON object or names no
-// model as a string.
-func parseModel(body []byte) (string, error) {
-	if len(bytes.TrimSpace(body)) == 0 {
-		return "", &fleet.ValidationError{Field: "body", Msg: "missing request body"}
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
 	}
-	var f modelFields
-	if err := json.Unmarshal(body, &f); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) && typeErr.Field != "" {
-			return "", &fleet.ValidationError{Field: typeErr.Field, Msg: "must be a string"}
+	return i
+}
+
+// skipValue returns the index just past the JSON value that starts at i.
+// The input is known to be valid JSON.
+func skipValue(b []byte, i int) int {
+	depth := 0
+	for ; i < len(b); i++ {
+		switch c := b[i]; c {
+		case '"':
+			for i++; b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					i++
+				}
+			}
+			if depth == 0 {
+				return i + 1
+			}
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth == 0 {
+				return i // the end of a number or literal
+			}
+			if depth--; depth == 0 {
+				return i + 1
+			}
+		default:
+			if depth == 0 && (c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+				return i // the end of a number or literal
+			}
 		}
-		if errors.As(err, &typeErr) {
-			return "", &fleet.ValidationError{Field: "body", Msg: "must be a JSON object"}
-		}
-		return "", &fleet.ValidationError{Field: "body", Msg: "invalid JSON: " + err.Error()}
 	}
-	model := strings.TrimSpace(f.Model)
-	if model == "" {
-		model = strings.TrimSpace(f.Name)
-	}
-	if model == "" {
-		return "", &fleet.ValidationError{Field: "model", Msg: "model is required"}
-	}
-	return model, nil
+	return i
 }
 
 // readBody reads the whole request body, bounded by the configured limit, so

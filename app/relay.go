@@ -77,7 +77,17 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rt route, node f
 		}
 	}
 	a.promptTok, a.evalTok = t.tokens()
+	if kind == sseBody && resp.StatusCode == http.StatusOK && !t.endsWith(sseDone) {
+		// Every complete OpenAI stream ends with [DONE]. Ollama ends one
+		// without it when its runner dies (after an empty chunk), which the
+		// openai SDK would take for a normal end: say what happened.
+		a.streamErr = "node " + node.Name + " ended the stream without [DONE]"
+		writeSSEError(w, lastNewline, a.streamErr+" (the model runner may have failed)")
+		flush(w)
+	}
 }
+
+var sseDone = []byte("data: [DONE]")
 
 // streamFailed reports a node failure after the response started.
 func (h *Handler) streamFailed(w http.ResponseWriter, r *http.Request, rt route, node fleet.Node, kind streamKind, lastNewline bool, cause error) {
@@ -93,14 +103,7 @@ func (h *Handler) streamFailed(w http.ResponseWriter, r *http.Request, rt route,
 		}
 		w.Write(append(line, '\n'))
 	case sseBody:
-		ev, _ := json.Marshal(map[string]any{"error": map[string]any{"message": msg, "type": "api_error", "param": nil, "code": nil}})
-		prefix := "data: "
-		if !lastNewline {
-			prefix = "\n\ndata: "
-		}
-		w.Write([]byte(prefix))
-		w.Write(ev)
-		w.Write([]byte("\n\n"))
+		writeSSEError(w, lastNewline, msg)
 	default:
 		// A whole document cannot carry an error after its start: cut the
 		// connection so the client sees a truncated body, not a short one
@@ -108,6 +111,19 @@ func (h *Handler) streamFailed(w http.ResponseWriter, r *http.Request, rt route,
 		panic(http.ErrAbortHandler)
 	}
 	flush(w)
+}
+
+// writeSSEError ends an OpenAI stream with an error event, which the openai
+// SDKs raise as an APIError.
+func writeSSEError(w http.ResponseWriter, lastNewline bool, msg string) {
+	ev, _ := json.Marshal(map[string]any{"error": map[string]any{"message": msg, "type": "api_error", "param": nil, "code": nil}})
+	prefix := "data: "
+	if !lastNewline {
+		prefix = "\n\ndata: "
+	}
+	w.Write([]byte(prefix))
+	w.Write(ev)
+	w.Write([]byte("\n\n"))
 }
 
 func flush(w http.ResponseWriter) {
@@ -137,6 +153,12 @@ func (t *tail) add(p []byte) {
 		t.n = keep
 	}
 	t.n += copy(t.buf[t.n:], p)
+}
+
+// endsWith reports whether the tail, without trailing white space, ends
+// with suffix.
+func (t *tail) endsWith(suffix []byte) bool {
+	return bytes.HasSuffix(bytes.TrimRight(t.buf[:t.n], " \r\n"), suffix)
 }
 
 // tokens returns the prompt and completion token counts found last in the
