@@ -109,7 +109,7 @@ func (h *Handler) serveLogged(w http.ResponseWriter, r *http.Request) {
 			panic(p)
 		}
 	}()
-	h.mux.ServeHTTP(rec, r)
+	h.router.ServeHTTP(rec, r)
 }
 
 func (h *Handler) logAccess(r *http.Request, a *access) {

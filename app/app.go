@@ -128,6 +128,7 @@ type Handler struct {
 	deps      Deps
 	transport http.RoundTripper
 	mux       *http.ServeMux
+	router    http.Handler // mux behind the CORS answer
 	view      viewCache
 	marks     sync.Map // node ID → time.Time of a passive "unreachable" mark
 	bufs      sync.Pool
@@ -166,6 +167,7 @@ func New(cfg Config, deps Deps) (*Handler, error) {
 		return nil, err
 	}
 	h.mux = h.routes()
+	h.router = h.withCORS(h.mux)
 	return h, nil
 }
 

@@ -1,10 +1,251 @@
 package app
 
-// ManageConfig configures the management API. (Placeholder.)
-type ManageConfig struct{}
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/netip"
+	"time"
 
-type manageState struct{}
+	"github.com/aivonx/aivonx/app/fleet"
+)
 
-func (h *Handler) initManage() error { return nil }
+// ManageConfig configures the management API: nodes, runtime settings and
+// model management (pull, delete, copy, create, push, blobs).
+type ManageConfig struct {
+	// AllowedNetworks, when not empty, is the only address space nodes may
+	// point at: a node's host must resolve, when the node is written, to
+	// addresses that all lie in one of these prefixes. It keeps an admin
+	// account (or a stolen token) from turning the proxy into a client of
+	// arbitrary internal services. Empty allows any address.
+	AllowedNetworks []netip.Prefix
+	// Resolver resolves node hosts for the AllowedNetworks check. Nil means
+	// net.DefaultResolver.
+	Resolver interface {
+		LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
+	}
+	// PullConcurrency bounds the nodes one pull request downloads on at
+	// once. Zero means 16.
+	PullConcurrency int
+	// RefreshTimeout bounds the probe of a node after a write or a pull.
+	// Zero means 10s.
+	RefreshTimeout time.Duration
+}
 
-func (h *Handler) manageRoutes(*routeMux) {}
+type manageState struct {
+	resolver interface {
+		LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
+	}
+}
+
+func (h *Handler) initManage() error {
+	c := &h.cfg.Manage
+	if c.PullConcurrency == 0 {
+		c.PullConcurrency = 16
+	}
+	if c.RefreshTimeout == 0 {
+		c.RefreshTimeout = 10 * time.Second
+	}
+	if c.PullConcurrency < 0 || c.RefreshTimeout < 0 {
+		return errors.New("Manage.PullConcurrency and Manage.RefreshTimeout must not be negative")
+	}
+	st := &manageState{resolver: c.Resolver}
+	if st.resolver == nil {
+		st.resolver = net.DefaultResolver
+	}
+	h.ext.manage = st
+	return nil
+}
+
+// manageRoutes registers the management API. Reads need a logged-in user,
+// writes an admin. Ollama's own model-management routes are guarded like
+// the inference routes (requireAPIKey), since Ollama clients call them.
+func (h *Handler) manageRoutes(mux *routeMux) {
+	user := func(hf http.HandlerFunc) http.Handler { return h.requireUser(hf) }
+	admin := func(hf http.HandlerFunc) http.Handler { return h.requireAdmin(hf) }
+
+	mux.Handle("GET /api/proxy/nodes", user(h.handleNodeList))
+	mux.Handle("POST /api/proxy/nodes", admin(h.handleNodeCreate))
+	mux.Handle("GET /api/proxy/nodes/{id}", user(h.handleNodeGet))
+	mux.Handle("PUT /api/proxy/nodes/{id}", admin(h.handleNodeUpdate(false)))
+	mux.Handle("PATCH /api/proxy/nodes/{id}", admin(h.handleNodeUpdate(true)))
+	mux.Handle("DELETE /api/proxy/nodes/{id}", admin(h.handleNodeDelete))
+
+	mux.Handle("GET /api/proxy/config", user(h.handleConfigGet))
+	mux.Handle("PUT /api/proxy/config", admin(h.handleConfigUpdate))
+	mux.Handle("PATCH /api/proxy/config", admin(h.handleConfigUpdate))
+
+	// The upstream left pull public, so anyone could fill every node's
+	// disk; here it needs an admin.
+	mux.Handle("POST /api/proxy/pull", admin(h.handleProxyPull))
+
+	ollama := func(pattern string, hf http.HandlerFunc) {
+		mux.Handle(pattern, h.requireAPIKey(ollamaDialect, hf))
+	}
+	ollama("POST /api/pull", h.handlePull)
+	ollama("DELETE /api/delete", h.handleDelete)
+	ollama("POST /api/copy", h.handleCopy)
+	ollama("POST /api/create", h.handleCreate)
+	ollama("POST /api/push", h.proxy(route{upstream: "/api/push"}))
+	ollama("HEAD /api/blobs/{digest}", h.handleBlobHead)
+	ollama("POST /api/blobs/{digest}", h.handleBlobUpload)
+}
+
+// fieldErrors are the management API's 400 details, keyed by field, in the
+// shape DRF used: {"errors":{"port":["must be an integer"]}}.
+type fieldErrors map[string][]string
+
+func (fe fieldErrors) add(field, msg string) { fe[field] = append(fe[field], msg) }
+
+// writeFieldErrors answers 400 with an "error" summary and the per-field
+// "errors".
+func writeFieldErrors(w http.ResponseWriter, fe fieldErrors) {
+	summary := ""
+	for _, f := range sortedKeys(fe) {
+		if summary != "" {
+			summary += "; "
+		}
+		summary += f + ": " + fe[f][0]
+	}
+	writeJSON(w, http.StatusBadRequest, map[string]any{"error": summary, "errors": fe})
+}
+
+// writeManageErr answers a store error: a validation error becomes a field
+// error, the rest goes through errorStatus.
+func writeManageErr(w http.ResponseWriter, r *http.Request, err error) {
+	var invalid *fleet.ValidationError
+	if errors.As(err, &invalid) {
+		writeFieldErrors(w, fieldErrors{invalid.Field: {invalid.Msg}})
+		return
+	}
+	if errors.Is(err, fleet.ErrConflict) {
+		writeJSON(w, http.StatusConflict, map[string]any{
+			"error":  "a node with this base URL already exists",
+			"errors": fieldErrors{"base_url": {"a node with this URL already exists"}},
+		})
+		return
+	}
+	writeErr(w, r, ollamaDialect, err)
+}
+
+// readObject reads a JSON object body (or, for clients of the upstream, an
+// HTML form) into raw fields. A body that is not an object is a 400.
+func (h *Handler) readObject(w http.ResponseWriter, r *http.Request) (map[string]json.RawMessage, bool) {
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "application/x-www-form-urlencoded" || ct == "multipart/form-data" {
+		r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
+		if err := r.ParseMultipartForm(1 << 20); err != nil && !errors.Is(err, http.ErrNotMultipart) {
+			writeError(w, ollamaDialect, http.StatusBadRequest, "invalid form body")
+			return nil, false
+		}
+		out := map[string]json.RawMessage{}
+		for k, vs := range r.PostForm {
+			if len(vs) > 0 {
+				b, _ := json.Marshal(vs[0])
+				out[k] = b
+			}
+		}
+		return out, true
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+	if err != nil {
+		writeError(w, ollamaDialect, http.StatusRequestEntityTooLarge, "request body is too large")
+		return nil, false
+	}
+	out := map[string]json.RawMessage{}
+	if len(body) == 0 {
+		return out, true
+	}
+	if err := json.Unmarshal(body, &out); err != nil || out == nil {
+		writeError(w, ollamaDialect, http.StatusBadRequest, "request body must be a JSON object")
+		return nil, false
+	}
+	return out, true
+}
+
+// handleConfigGet is GET /api/proxy/config.
+func (h *Handler) handleConfigGet(w http.ResponseWriter, r *http.Request) {
+	s, err := h.store.Settings(r.Context())
+	if err != nil {
+		writeErr(w, r, ollamaDialect, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, configJSON(s))
+}
+
+func configJSON(s fleet.Settings) map[string]any {
+	return map[string]any{"strategy": s.Strategy, "strategies": fleet.Strategies}
+}
+
+// handleConfigUpdate is PUT and PATCH /api/proxy/config. Only the fields
+// given change (a PUT without "strategy" changes nothing, as upstream);
+// unknown fields are ignored, so a client may send back what it read.
+func (h *Handler) handleConfigUpdate(w http.ResponseWriter, r *http.Request) {
+	if h.deps.Admin == nil {
+		writeError(w, ollamaDialect, http.StatusNotImplemented, "settings cannot be changed in this deployment")
+		return
+	}
+	fields, ok := h.readObject(w, r)
+	if !ok {
+		return
+	}
+	s, err := h.store.Settings(r.Context())
+	if err != nil {
+		writeErr(w, r, ollamaDialect, err)
+		return
+	}
+	fe := fieldErrors{}
+	if raw, ok := fields["strategy"]; ok {
+		var v string
+		if err := json.Unmarshal(raw, &v); err != nil {
+			fe.add("strategy", "must be a string")
+		} else if st, err := fleet.ParseStrategy(v); err != nil {
+			var invalid *fleet.ValidationError
+			errors.As(err, &invalid)
+			fe.add("strategy", invalid.Msg)
+		} else {
+			s.Strategy = st
+		}
+	}
+	if len(fe) > 0 {
+		writeFieldErrors(w, fe)
+		return
+	}
+	saved, err := h.deps.Admin.SaveSettings(r.Context(), s)
+	if err != nil {
+		writeManageErr(w, r, err)
+		return
+	}
+	h.view.invalidate()
+	h.log.Info("settings saved", "strategy", string(saved.Strategy))
+	writeJSON(w, http.StatusOK, configJSON(saved))
+}
+
+// refreshSoon probes a node in the background after a write, so that a new
+// or changed node turns healthy within a probe instead of a pass. Best
+// effort: under Lambda the goroutine may be frozen with the container, and
+// then the next scheduled pass does the work.
+func (h *Handler) refreshSoon(id int64) {
+	if h.deps.Refresher == nil {
+		return
+	}
+	go func() {
+		h.refreshNode(context.Background(), id)
+	}()
+}
+
+// refreshNode probes a node now and makes the next request see the result.
+func (h *Handler) refreshNode(ctx context.Context, id int64) {
+	if h.deps.Refresher == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.Manage.RefreshTimeout)
+	defer cancel()
+	if err := h.deps.Refresher.RefreshNode(ctx, id); err != nil {
+		h.log.Warn("refresh node", "node_id", id, "err", err.Error())
+	}
+	h.view.invalidate()
+}

@@ -57,7 +57,6 @@ type uiAsset struct {
 type uiState struct {
 	pages  map[string]*template.Template // page name → layout + page
 	assets map[string]uiAsset            // path under static/ → file
-	notFnd *template.Template
 }
 
 // uiPageData is what a page template sees. Everything in it is ours (the

@@ -83,6 +83,7 @@ type nodeStore interface {
 type backend struct {
 	mode     string
 	store    nodeStore
+	accounts app.AccountStore
 	statuses app.StatusSource
 	inflight app.InFlight
 	passes   worker.StatusStore
@@ -124,7 +125,7 @@ func openEmbedded(c *cli.Context) (*backend, error) {
 	}
 	board := memory.NewStatusBoard()
 	return &backend{
-		mode: "embedded", store: store, statuses: board, inflight: memory.NewInFlight(), passes: board,
+		mode: "embedded", store: store, accounts: store, statuses: board, inflight: memory.NewInFlight(), passes: board,
 		deps:    []app.Dependency{{Name: "store", Check: store.Ping}},
 		closers: []func(){func() { store.Close() }},
 	}, nil

@@ -153,7 +153,7 @@ func TestTemplate(t *testing.T) {
 		if u == nil || u.AuthType != "AWS_IAM" || str(u.InvokeMode) != "RESPONSE_STREAM" {
 			t.Fatalf("FunctionUrlConfig %+v (InvokeMode %s)", u, str(u.InvokeMode))
 		}
-		wantEnv := []string{"AIVONX_HEALTH_INTERVAL", "AIVONX_LAMBDA_FRONT", "AIVONX_LAMBDA_ROLE", "AIVONX_LOG_LEVEL", "AIVONX_NODES", "DATABASE_URL", "REDIS_URL"}
+		wantEnv := []string{"AIVONX_HEALTH_INTERVAL", "AIVONX_LAMBDA_FRONT", "AIVONX_LAMBDA_ROLE", "AIVONX_LOG_LEVEL", "AIVONX_NODES", "AIVONX_SECRET_KEY", "DATABASE_URL", "REDIS_URL"}
 		if got := slices.Sorted(maps.Keys(fn.Environment.Variables)); !reflect.DeepEqual(got, wantEnv) {
 			t.Errorf("environment %v, want %v", got, wantEnv)
 		}

@@ -94,6 +94,7 @@ func TestLambdaE2E(t *testing.T) {
 		"AIVONX_NODES=" + node.URL(),
 		"AIVONX_DATA_DIR=" + t.TempDir(), // unused in the shared mode; keeps ./data out of the tree
 		"AIVONX_LOG_LEVEL=debug",
+		"AIVONX_SECRET_KEY=lambda-e2e-test-signing-secret-0123456789", // required in the shared mode
 	}
 	if out, err := runBinary(t, bin, env, "migrate", "up"); err != nil {
 		t.Fatalf("aivonx migrate up: %v\n%s", err, out)

@@ -43,6 +43,9 @@ func newCLI() *cli.App {
 			configCommand(),
 			migrateCommand(),
 			cacheCommand(),
+			doctorCommand(),
+			usersCommand(),
+			keysCommand(),
 		},
 	}
 }

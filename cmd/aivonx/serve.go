@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"os"
 	"strings"
 	"time"
 
@@ -48,13 +47,20 @@ keeps in Postgres and Redis, and shares in-flight counts with every replica.`,
 				Usage: "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off by default"},
 			dataDirFlag, databaseFlag, redisFlag, redisPrefixFlag, logLevelFlag,
 			healthEveryFlag, modelsEveryFlag, riseFlag, fallFlag,
+			secretKeyFlag, requireAPIKeyFlag, corsOriginFlag, adminPasswordFlag,
+			logFileFlag, nodeAllowFlag, metricsPrivateFlag,
 		},
 		Action: runServe,
 	}
 }
 
 func runServe(c *cli.Context) error {
-	log, err := newLogger(c, os.Stdout)
+	log, logs, closeLog, err := serveLogger(c)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
+	manage, err := manageConfig(c)
 	if err != nil {
 		return err
 	}
@@ -64,6 +70,10 @@ func runServe(c *cli.Context) error {
 		return err
 	}
 	defer b.Close()
+	auth, err := authConfig(c, b, log)
+	if err != nil {
+		return err
+	}
 	if err := seedStore(c, b.store, b.mode == "embedded", log); err != nil {
 		return err
 	}
@@ -75,11 +85,14 @@ func runServe(c *cli.Context) error {
 		FirstByteTimeout: c.Duration("first-byte-timeout"),
 		StatusMaxAge:     3 * c.Duration(healthEveryFlag.Name),
 		Dependencies:     b.deps,
+		Auth:             auth,
+		Manage:           manage,
+		Observe:          observeConfig(c),
 	}
 	if inLambda() {
 		cfg.Mode = "lambda"
 	}
-	deps := app.Deps{Fleet: b.store, Statuses: b.statuses, InFlight: b.inflight, Log: log, Admin: b.store}
+	deps := app.Deps{Fleet: b.store, Statuses: b.statuses, InFlight: b.inflight, Log: log, Admin: b.store, Accounts: b.accounts, Logs: logs}
 	// Every mode can re-probe one node at once (after a pull); only the
 	// embedded mode, or --with-worker, schedules whole passes here.
 	w, err := newWorker(c, b, log)
@@ -110,7 +123,11 @@ func runServe(c *cli.Context) error {
 	if addr := c.String("pprof-addr"); addr != "" {
 		go servePprof(addr, log)
 	}
-	return listen(ctx, c, h, log)
+	err = listen(ctx, c, h, log)
+	if ferr := h.FlushUsage(context.Background()); ferr != nil {
+		log.Warn("api key usage not written at shutdown", "err", ferr.Error())
+	}
+	return err
 }
 
 // servePprof exposes the runtime profiles on a separate listener, never on

@@ -51,6 +51,7 @@ func openShared(c *cli.Context, log *slog.Logger, dbURL, redisURL string) (*back
 	cache := redis.NewStatusCache(rc, prefix, 3*every, log)
 	st := &sharedStatus{hot: cache, last: store, log: log}
 	b.store = store
+	b.accounts = store
 	b.statuses = st
 	b.passes = st
 	b.inflight = redis.NewInFlight(rc, prefix, redis.DefaultLeaseTTL, log)

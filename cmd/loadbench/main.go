@@ -12,6 +12,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -46,6 +47,8 @@ type options struct {
 	fake        string
 	redisURL    string
 	databaseURL string
+	streams     int
+	streamLen   int
 }
 
 func run() error {
@@ -60,6 +63,8 @@ func run() error {
 	flag.StringVar(&o.fake, "fakeollama", "", "fakeollama binary (default: build it)")
 	flag.StringVar(&o.redisURL, "redis-url", os.Getenv("AIVONX_TEST_REDIS_URL"), "also measure the shared mode (with --database-url)")
 	flag.StringVar(&o.databaseURL, "database-url", os.Getenv("AIVONX_TEST_DATABASE_URL"), "Postgres for the shared mode")
+	flag.IntVar(&o.streams, "streams", 0, "also open this many concurrent long streams per target (0: skip)")
+	flag.IntVar(&o.streamLen, "stream-tokens", 100, "tokens per long stream (at -stream-delay apart)")
 	flag.Parse()
 	for _, s := range strings.Split(conc, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -120,7 +125,7 @@ func run() error {
 			return err
 		}
 		defer stop(shared)
-		targets = append(targets, target{name: "aivonx (Redis leases)", url: surl, pid: shared.Process.Pid})
+		targets = append(targets, target{name: "aivonx (Redis leases)", url: surl, pid: shared.Process.Pid, env: append(env, "AIVONX_WITH_WORKER=true")})
 	}
 
 	fmt.Printf("streamed /api/chat, %d tokens per answer, token delay %s, %s per cell, %d node(s)\n\n",
@@ -142,6 +147,146 @@ func run() error {
 			}
 			fmt.Printf("| %s | %d | %.0f (%.0f%%) | %s | %s | %s | %s | %s | %d |\n", t.name, c, r.rps, 100*r.rps/base.rps,
 				fmtDur(r.p50), fmtDur(r.p99), added50, added99, cpu, r.errors)
+		}
+	}
+	fmt.Println()
+	return reportStreaming(o, tmp, targets)
+}
+
+// reportStreaming measures, per target, the time to first token a proxy
+// adds at a 20 ms token delay and the lag of every line behind its creation
+// on the node; with -streams, the same under many concurrent long streams
+// plus the proxy's peak RSS. It uses its own slow node, so the throughput
+// table below is unaffected.
+func reportStreaming(o options, tmp string, fast []target) error {
+	slow, url, err := startAndWait(exec.Command(o.fake, "--addr", "127.0.0.1:0", "--models", "llama3:latest",
+		"--tokens", "10", "--token-delay", "20ms"), "listening on ")
+	if err != nil {
+		return err
+	}
+	defer stop(slow)
+	targets, err := retarget(o, tmp, fast, url)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, t := range targets {
+			if t.cmd != nil {
+				stop(t.cmd)
+			}
+		}
+	}()
+	fmt.Println("time to first token and per-line lag, 10 tokens 20 ms apart, one stream at a time (200 streams)")
+	fmt.Println()
+	fmt.Println("| target | TTFT p50 | TTFT p90 | added TTFT p50 | line lag p50 | line lag p99 | line lag max | failures |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|")
+	var base time.Duration
+	for i, t := range targets {
+		var all streamStats
+		for range 200 {
+			s := runStreams(t, 1, 10*time.Second)
+			all.ttft = append(all.ttft, s.ttft...)
+			all.lag = append(all.lag, s.lag...)
+			all.failures += s.failures
+		}
+		p50 := pct(all.ttft, 50)
+		if i == 0 {
+			base = p50
+		}
+		added := ""
+		if i > 0 {
+			added = fmtDur(p50 - base)
+		}
+		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %d |\n", t.name, fmtDur(p50), fmtDur(pct(all.ttft, 90)), added,
+			fmtDur(pct(all.lag, 50)), fmtDur(pct(all.lag, 99)), fmtDur(pct(all.lag, 100)), all.failures)
+	}
+	fmt.Println()
+	if o.streams == 0 {
+		return nil
+	}
+	delay := 100 * time.Millisecond
+	long, lurl, err := startAndWait(exec.Command(o.fake, "--addr", "127.0.0.1:0", "--models", "llama3:latest",
+		"--tokens", strconv.Itoa(o.streamLen), "--token-delay", delay.String()), "listening on ")
+	if err != nil {
+		return err
+	}
+	defer stop(long)
+	ltargets, err := retarget(o, tmp, fast, lurl)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, t := range ltargets {
+			if t.cmd != nil {
+				stop(t.cmd)
+			}
+		}
+	}()
+	fmt.Printf("%d concurrent streams, %d tokens %s apart, all opened at once\n\n", o.streams, o.streamLen, delay)
+	fmt.Println("| target | TTFT p50 | TTFT p90 | TTFT p90 vs direct | line lag p99 | peak RSS | failures |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|")
+	var base90 time.Duration
+	for i, t := range ltargets {
+		s := runStreams(t, o.streams, time.Duration(o.streamLen)*delay+60*time.Second)
+		p90 := pct(s.ttft, 90)
+		if i == 0 {
+			base90 = p90
+		}
+		rss := ""
+		if t.pid != 0 {
+			rss = fmt.Sprintf("%.0f MB", float64(s.peakRSS)/(1<<20))
+		}
+		fmt.Printf("| %s | %s | %s | %.2fx | %s | %s | %d |\n", t.name, fmtDur(pct(s.ttft, 50)), fmtDur(p90),
+			float64(p90)/float64(max(base90, 1)), fmtDur(pct(s.lag, 99)), rss, s.failures)
+	}
+	fmt.Println()
+	return nil
+}
+
+// retarget starts, for each target, a twin in front of node url: the same
+// kind of proxy with the same settings.
+func retarget(o options, tmp string, targets []target, url string) ([]target, error) {
+	var out []target
+	for _, t := range targets {
+		switch {
+		case t.name == "direct":
+			out = append(out, target{name: t.name, url: url})
+		case strings.HasPrefix(t.name, "nginx"):
+			cmd, u, err := startNginx(tmp, url)
+			if err != nil {
+				return out, err
+			}
+			out = append(out, target{name: t.name, url: u, pid: cmd.Process.Pid, cmd: cmd})
+		default:
+			if t.env != nil {
+				// The shared mode keeps its nodes in Postgres: leave only the
+				// new node there, so this twin routes like the others.
+				if err := onlyNode(o, url); err != nil {
+					return out, err
+				}
+			}
+			cmd, u, err := startProxy(o, tmp, []string{url}, t.env)
+			if err != nil {
+				return out, err
+			}
+			out = append(out, target{name: t.name, url: u, pid: cmd.Process.Pid, cmd: cmd})
+		}
+	}
+	return out, nil
+}
+
+func onlyNode(o options, url string) error {
+	out, err := exec.Command(o.bin, "nodes", "list", "--json", "--database-url", o.databaseURL).Output()
+	if err != nil {
+		return fmt.Errorf("nodes list: %w", err)
+	}
+	var nodes []struct{ ID int64 }
+	if err := json.Unmarshal(out, &nodes); err != nil {
+		return err
+	}
+	for _, n := range nodes {
+		if b, err := exec.Command(o.bin, "nodes", "rm", "--database-url", o.databaseURL, strconv.FormatInt(n.ID, 10)).CombinedOutput(); err != nil {
+			return fmt.Errorf("nodes rm: %v: %s", err, b)
 		}
 	}
 	return nil
@@ -299,6 +444,8 @@ type target struct {
 	name string
 	url  string
 	pid  int // the proxy process whose CPU time is measured; 0 for direct
+	env  []string
+	cmd  *exec.Cmd
 }
 
 type result struct {

@@ -1,0 +1,360 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/aivonx/aivonx/app/account"
+	"github.com/aivonx/aivonx/app/fleet"
+)
+
+// keyView is a key as the API shows it: usage included, hash never.
+type keyView struct {
+	account.Key
+	Revoked bool `json:"revoked"`
+	// Plaintext is set only in the answer to the key's creation.
+	Plaintext string `json:"key,omitempty"`
+}
+
+func (h *Handler) handleKeyList(w http.ResponseWriter, r *http.Request) {
+	st := h.ext.auth
+	keys, err := st.store.Keys(r.Context())
+	if err != nil {
+		writeErr(w, r, ollamaDialect, err)
+		return
+	}
+	out := make([]keyView, len(keys))
+	for i, k := range keys {
+		// Add what was used but not yet written, so the list is current.
+		st.usage.addPending(&k)
+		out[i] = keyView{Key: k, Revoked: k.Revoked()}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// handleKeyCreate answers 201 with the key's plaintext, the only time it is
+// ever shown.
+func (h *Handler) handleKeyCreate(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Name     string `json:"name"`
+		RPMLimit int    `json:"rpm_limit"`
+	}
+	if !readAccountJSON(w, r, &body) {
+		return
+	}
+	plain, prefix, hash := account.NewKey()
+	k, err := h.ext.auth.store.CreateKey(r.Context(), account.Key{Name: body.Name, Prefix: prefix, Hash: hash, RPMLimit: body.RPMLimit})
+	if err != nil {
+		writeErr(w, r, ollamaDialect, err)
+		return
+	}
+	h.log.Info("api key created", "key_id", k.ID, "name", k.Name, "prefix", k.Prefix, "by", principalFrom(r.Context()).Username)
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusCreated, keyView{Key: k, Plaintext: plain})
+}
+
+func (h *Handler) handleKeyRevoke(w http.ResponseWriter, r *http.Request) {
+	id, ok := accountPathID(w, r, "key")
+	if !ok {
+		return
+	}
+	st := h.ext.auth
+	if err := st.store.RevokeKey(r.Context(), id); err != nil {
+		writeErr(w, r, ollamaDialect, err)
+		return
+	}
+	st.keys.forget(id)
+	h.log.Info("api key revoked", "key_id", id, "by", principalFrom(r.Context()).Username)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// requireAPIKey guards an inference route. The key comes from
+// "Authorization: Bearer <key>" (what OpenAI clients send) or X-API-Key.
+//
+// With Auth.RequireAPIKey, a request needs a valid, unrevoked key, or a
+// logged-in user (access token or session cookie, for the web UI); else 401
+// in the route's own error shape. Without it the route is open: a missing
+// key, a dummy one ("ollama", "sk-…") or an unknown one is ignored, since
+// OpenAI clients always send some key (the upstream answered them 401).
+//
+// A valid key is held to its requests-per-minute limit (429 with
+// Retry-After) and its usage is recorded after the response ends, in the
+// background.
+func (h *Handler) requireAPIKey(d dialect, next http.Handler) http.Handler {
+	st := h.ext.auth
+	if st.store == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		raw := r.Header.Get("X-API-Key")
+		if raw == "" {
+			raw, _ = bearerToken(r)
+		}
+		var key account.Key
+		found := false
+		if account.LooksLikeKey(raw) {
+			var err error
+			key, found, err = st.keys.lookup(r.Context(), st.store, raw, st.now())
+			if err != nil {
+				if st.required {
+					writeErr(w, r, d, err)
+					return
+				}
+				h.log.Warn("api key lookup failed; serving the request without its key", "err", err.Error())
+			}
+		}
+		if !found {
+			if !st.required {
+				next.ServeHTTP(w, r)
+				return
+			}
+			h.serveAsUser(d, next, w, r, raw != "")
+			return
+		}
+
+		if wait := st.keyLimits.take(key, st.now()); wait > 0 {
+			w.Header().Set("Retry-After", retryAfterSecs(wait))
+			writeError(w, d, http.StatusTooManyRequests,
+				"rate limit exceeded: this API key may make "+strconv.Itoa(key.RPMLimit)+" requests per minute")
+			return
+		}
+		a := accessFrom(r.Context())
+		if a != nil {
+			a.who, a.apiKeyID = "key:"+key.Name, key.ID
+		}
+		next.ServeHTTP(w, r)
+		u := account.Usage{KeyID: key.ID, Requests: 1, LastUsedAt: st.now()}
+		if a != nil {
+			u.PromptTokens, u.CompletionTokens = a.promptTok, a.evalTok
+		}
+		st.usage.add(u)
+	})
+}
+
+// serveAsUser lets a logged-in user use a route that requires a key, and
+// answers 401 to anyone else.
+func (h *Handler) serveAsUser(d dialect, next http.Handler, w http.ResponseWriter, r *http.Request, sentKey bool) {
+	p, err := h.authenticate(r)
+	switch {
+	case errors.Is(err, errUnauthenticated):
+		msg := "API key required: send Authorization: Bearer <key> or X-API-Key"
+		if sentKey {
+			msg = "invalid or revoked API key"
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="aivonx"`)
+		writeError(w, d, http.StatusUnauthorized, msg)
+		return
+	case err != nil:
+		writeErr(w, r, d, err)
+		return
+	}
+	if p.Cookie {
+		if err := h.ext.auth.cop.Check(r); err != nil {
+			writeError(w, d, http.StatusForbidden, "cross-origin request refused")
+			return
+		}
+	}
+	if a := accessFrom(r.Context()); a != nil {
+		a.who = "user:" + p.Username
+	}
+	next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+}
+
+// keyCache keeps key lookups (found or not) in memory, so that the hot
+// path makes no database round trip per request. Safe for concurrent use.
+type keyCache struct {
+	mu  sync.Mutex
+	ttl time.Duration
+	m   map[string]keyEntry // by hash
+}
+
+type keyEntry struct {
+	key   account.Key
+	found bool
+	at    time.Time
+}
+
+const keyCacheMax = 10000
+
+func newKeyCache(ttl time.Duration) *keyCache {
+	return &keyCache{ttl: ttl, m: map[string]keyEntry{}}
+}
+
+// lookup returns the unrevoked key with this plaintext; found is false for
+// an unknown or revoked key.
+func (c *keyCache) lookup(ctx context.Context, store AccountStore, plaintext string, now time.Time) (account.Key, bool, error) {
+	hash := account.HashKey(plaintext)
+	c.mu.Lock()
+	e, ok := c.m[hash]
+	c.mu.Unlock()
+	if ok && now.Sub(e.at) < c.ttl {
+		return e.key, e.found, nil
+	}
+	k, err := store.KeyByHash(ctx, hash)
+	found := err == nil && !k.Revoked()
+	if err != nil && !errors.Is(err, fleet.ErrNotFound) {
+		return account.Key{}, false, err
+	}
+	c.mu.Lock()
+	if len(c.m) >= keyCacheMax {
+		clear(c.m) // a flood of made-up keys must not grow memory
+	}
+	c.m[hash] = keyEntry{key: k, found: found, at: now}
+	c.mu.Unlock()
+	return k, found, nil
+}
+
+// forget drops the key with this ID, so that its revocation takes effect
+// at once in this process.
+func (c *keyCache) forget(id int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for h, e := range c.m {
+		if e.key.ID == id {
+			delete(c.m, h)
+		}
+	}
+}
+
+// keyLimiters holds the requests-per-minute bucket of each key, in this
+// process: with several replicas each enforces the limit on its own.
+type keyLimiters struct {
+	mu sync.Mutex
+	m  map[int64]*keyLimiter
+}
+
+type keyLimiter struct {
+	rpm int
+	lim *rate.Limiter
+}
+
+// take spends one request of the key's budget, or returns how long to wait.
+func (l *keyLimiters) take(k account.Key, now time.Time) time.Duration {
+	if k.RPMLimit <= 0 {
+		return 0
+	}
+	l.mu.Lock()
+	kl := l.m[k.ID]
+	if kl == nil || kl.rpm != k.RPMLimit {
+		kl = &keyLimiter{rpm: k.RPMLimit, lim: rate.NewLimiter(rate.Limit(float64(k.RPMLimit)/60), k.RPMLimit)}
+		l.m[k.ID] = kl
+	}
+	l.mu.Unlock()
+	res := kl.lim.ReserveN(now, 1)
+	if d := res.DelayFrom(now); d > 0 {
+		res.CancelAt(now)
+		return d
+	}
+	return 0
+}
+
+// usageBatcher collects key usage and writes it in batches, at most one
+// write per flush interval, off the request path. It runs no goroutine
+// while idle: the first record arms a timer. Safe for concurrent use.
+type usageBatcher struct {
+	store AccountStore
+	log   *slog.Logger
+	every time.Duration
+
+	mu      sync.Mutex
+	pending map[int64]*account.Usage
+	timer   *time.Timer
+	writing sync.Mutex // one write at a time
+}
+
+// usageMaxPending bounds what is kept while the store cannot be written.
+const usageMaxPending = 100000
+
+func (b *usageBatcher) add(u account.Usage) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.merge(u)
+	if b.timer == nil {
+		b.timer = time.AfterFunc(b.every, func() { b.flush(context.Background()) })
+	}
+}
+
+func (b *usageBatcher) merge(u account.Usage) {
+	p := b.pending[u.KeyID]
+	if p == nil {
+		if len(b.pending) >= usageMaxPending {
+			return
+		}
+		b.pending[u.KeyID] = &u
+		return
+	}
+	merged := account.MergeUsage([]account.Usage{*p, u})[0]
+	*p = merged
+}
+
+// addPending adds to k the usage not yet written.
+func (b *usageBatcher) addPending(k *account.Key) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p := b.pending[k.ID]
+	if p == nil {
+		return
+	}
+	k.Requests += p.Requests
+	k.PromptTokens += p.PromptTokens
+	k.CompletionTokens += p.CompletionTokens
+	if k.LastUsedAt == nil || p.LastUsedAt.After(*k.LastUsedAt) {
+		t := p.LastUsedAt
+		k.LastUsedAt = &t
+	}
+}
+
+// flush writes what is pending. On failure the usage is kept for the next
+// flush, which a timer schedules.
+func (b *usageBatcher) flush(ctx context.Context) error {
+	b.writing.Lock()
+	defer b.writing.Unlock()
+	b.mu.Lock()
+	if b.timer != nil {
+		b.timer.Stop()
+		b.timer = nil
+	}
+	batch := make([]account.Usage, 0, len(b.pending))
+	for _, u := range b.pending {
+		batch = append(batch, *u)
+	}
+	clear(b.pending)
+	b.mu.Unlock()
+	if len(batch) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	err := b.store.RecordUsage(ctx, batch)
+	if err == nil {
+		return nil
+	}
+	b.log.Warn("record api key usage; will retry", "keys", len(batch), "err", err.Error())
+	b.mu.Lock()
+	for _, u := range batch {
+		b.merge(u)
+	}
+	if b.timer == nil {
+		b.timer = time.AfterFunc(max(b.every, 5*time.Second), func() { b.flush(context.Background()) })
+	}
+	b.mu.Unlock()
+	return err
+}
+
+// FlushUsage writes the API key usage recorded so far and not yet written
+// (it is otherwise written about once a second). Call it on shutdown, after
+// the server stopped serving. It is a no-op without an account store.
+func (h *Handler) FlushUsage(ctx context.Context) error {
+	st := h.ext.auth
+	if st == nil || st.store == nil {
+		return nil
+	}
+	return st.usage.flush(ctx)
+}

@@ -1,0 +1,167 @@
+package app
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+
+	"github.com/aivonx/aivonx/app/account"
+	"github.com/aivonx/aivonx/app/fleet"
+)
+
+// readAccountJSON decodes a small JSON body; it answers 400 itself and returns
+// false when the body is not valid JSON for v.
+func readAccountJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	r.Body = http.MaxBytesReader(w, r.Body, maxAuthBody)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, ollamaDialect, http.StatusBadRequest, "invalid JSON body: "+err.Error())
+		return false
+	}
+	return true
+}
+
+// accountPathID reads the {id} path value; it answers 404 itself when it is not a
+// number.
+func accountPathID(w http.ResponseWriter, r *http.Request, what string) (int64, bool) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id <= 0 {
+		writeError(w, ollamaDialect, http.StatusNotFound, what+" not found")
+		return 0, false
+	}
+	return id, true
+}
+
+func (h *Handler) handleUserList(w http.ResponseWriter, r *http.Request) {
+	users, err := h.ext.auth.store.Users(r.Context())
+	if err != nil {
+		writeErr(w, r, ollamaDialect, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, users)
+}
+
+func (h *Handler) handleUserCreate(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Username string `json:"username"`
+		Password string `json:"password"`
+		Role     string `json:"role"`
+	}
+	if !readAccountJSON(w, r, &body) {
+		return
+	}
+	role, err := account.ParseRole(body.Role)
+	if err != nil {
+		writeErr(w, r, ollamaDialect, err)
+		return
+	}
+	if err := account.ValidateUsername(body.Username); err != nil {
+		writeErr(w, r, ollamaDialect, err)
+		return
+	}
+	hash, err := account.HashPassword(body.Password)
+	if err != nil {
+		writeErr(w, r, ollamaDialect, err)
+		return
+	}
+	u, err := h.ext.auth.store.CreateUser(r.Context(), account.User{Username: body.Username, Role: role, PasswordHash: hash})
+	if err != nil {
+		writeErr(w, r, ollamaDialect, err)
+		return
+	}
+	h.log.Info("user created", "username", u.Username, "role", string(u.Role), "by", principalFrom(r.Context()).Username)
+	writeJSON(w, http.StatusCreated, u)
+}
+
+// handleUserUpdate changes a password and/or a role. The last admin cannot
+// be demoted.
+func (h *Handler) handleUserUpdate(w http.ResponseWriter, r *http.Request) {
+	id, ok := accountPathID(w, r, "user")
+	if !ok {
+		return
+	}
+	var body struct {
+		Password *string `json:"password"`
+		Role     *string `json:"role"`
+	}
+	if !readAccountJSON(w, r, &body) {
+		return
+	}
+	st := h.ext.auth
+	u, err := st.store.User(r.Context(), id)
+	if err != nil {
+		writeErr(w, r, ollamaDialect, err)
+		return
+	}
+	if body.Role != nil {
+		role, err := account.ParseRole(*body.Role)
+		if err != nil {
+			writeErr(w, r, ollamaDialect, err)
+			return
+		}
+		if u.Role == account.RoleAdmin && role != account.RoleAdmin && !h.otherAdmin(w, r, id) {
+			return
+		}
+		u.Role = role
+	}
+	if body.Password != nil {
+		if u.PasswordHash, err = account.HashPassword(*body.Password); err != nil {
+			writeErr(w, r, ollamaDialect, err)
+			return
+		}
+	}
+	if u, err = st.store.UpdateUser(r.Context(), u); err != nil {
+		writeErr(w, r, ollamaDialect, err)
+		return
+	}
+	h.log.Info("user updated", "username", u.Username, "role", string(u.Role), "password_changed", body.Password != nil,
+		"by", principalFrom(r.Context()).Username)
+	writeJSON(w, http.StatusOK, u)
+}
+
+// handleUserDelete deletes a user, but never the last admin.
+func (h *Handler) handleUserDelete(w http.ResponseWriter, r *http.Request) {
+	id, ok := accountPathID(w, r, "user")
+	if !ok {
+		return
+	}
+	st := h.ext.auth
+	u, err := st.store.User(r.Context(), id)
+	if err != nil {
+		writeErr(w, r, ollamaDialect, err)
+		return
+	}
+	if u.Role == account.RoleAdmin && !h.otherAdmin(w, r, id) {
+		return
+	}
+	if err := st.store.DeleteUser(r.Context(), id); err != nil {
+		writeErr(w, r, ollamaDialect, err)
+		return
+	}
+	h.log.Info("user deleted", "username", u.Username, "by", principalFrom(r.Context()).Username)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// otherAdmin reports whether an admin other than id exists; when none does
+// it answers 409 itself, so that the deployment keeps an admin.
+func (h *Handler) otherAdmin(w http.ResponseWriter, r *http.Request, id int64) bool {
+	users, err := h.ext.auth.store.Users(r.Context())
+	if err != nil {
+		writeErr(w, r, ollamaDialect, err)
+		return false
+	}
+	for _, u := range users {
+		if u.Role == account.RoleAdmin && u.ID != id {
+			return true
+		}
+	}
+	writeErr(w, r, ollamaDialect, &accountConflict{"the last admin cannot be removed or demoted"})
+	return false
+}
+
+// accountConflict is a 409 with a message of its own.
+type accountConflict struct{ msg string }
+
+func (e *accountConflict) Error() string        { return e.msg }
+func (e *accountConflict) Is(target error) bool { return target == fleet.ErrConflict }

@@ -1,0 +1,309 @@
+package app
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"errors"
+	"io"
+	"math"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/aivonx/aivonx/app/account"
+	"github.com/aivonx/aivonx/app/fleet"
+)
+
+// Login answers use the upstream's {"detail": …} shape.
+func writeDetail(w http.ResponseWriter, status int, detail string) {
+	writeJSON(w, status, map[string]string{"detail": detail})
+}
+
+const maxAuthBody = 64 << 10
+
+// loginCredentials reads username (alias account) and password (alias
+// passwd) from a JSON, urlencoded or multipart body. A JSON body is
+// recognised by its first character whatever its Content-Type (curl -d sends
+// JSON as a form). Credentials in the URL are ignored.
+func loginCredentials(w http.ResponseWriter, r *http.Request) (user, pass string, ok bool) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxAuthBody)
+	pick := func(get func(string) string) (string, string) {
+		return cmp.Or(get("username"), get("account")), cmp.Or(get("password"), get("passwd"))
+	}
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "multipart/form-data" {
+		if err := r.ParseMultipartForm(maxAuthBody); err != nil {
+			return "", "", false
+		}
+		user, pass = pick(r.PostForm.Get)
+		return strings.TrimSpace(user), pass, true
+	}
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		return "", "", false
+	}
+	if trimmed := bytes.TrimSpace(b); len(trimmed) > 0 && trimmed[0] == '{' {
+		var body map[string]any
+		if err := json.Unmarshal(trimmed, &body); err != nil {
+			return "", "", false
+		}
+		user, pass = pick(func(k string) string { v, _ := body[k].(string); return v })
+	} else {
+		form, err := url.ParseQuery(string(b))
+		if err != nil {
+			return "", "", false
+		}
+		user, pass = pick(form.Get)
+	}
+	return strings.TrimSpace(user), pass, true
+}
+
+// checkLogin verifies credentials under the login rate limits and writes
+// the error answer itself; ok reports whether u may log in.
+func (h *Handler) checkLogin(w http.ResponseWriter, r *http.Request) (u account.User, ok bool) {
+	st := h.ext.auth
+	now := st.now()
+	if wait := st.ipLogins.take(clientIP(r), now); wait > 0 {
+		tooManyLogins(w, wait)
+		return u, false
+	}
+	user, pass, parsed := loginCredentials(w, r)
+	if !parsed {
+		writeDetail(w, http.StatusBadRequest, "Malformed request body.")
+		return u, false
+	}
+	if user == "" || pass == "" {
+		writeDetail(w, http.StatusBadRequest, "Missing credentials.")
+		return u, false
+	}
+	userKey := strings.ToLower(user)
+	if wait := st.userFails.wait(userKey, now); wait > 0 {
+		tooManyLogins(w, wait)
+		return u, false
+	}
+	u, err := st.store.UserByName(r.Context(), user)
+	if err != nil && !errors.Is(err, fleet.ErrNotFound) {
+		writeErr(w, r, ollamaDialect, err)
+		return u, false
+	}
+	if !account.CheckPassword(u.PasswordHash, pass) {
+		st.userFails.take(userKey, now)
+		h.log.Info("login failed", "username", user, "client", clientIP(r))
+		writeDetail(w, http.StatusUnauthorized, "Invalid credentials.")
+		return u, false
+	}
+	if a := accessFrom(r.Context()); a != nil {
+		a.who = "user:" + u.Username
+	}
+	return u, true
+}
+
+func tooManyLogins(w http.ResponseWriter, wait time.Duration) {
+	w.Header().Set("Retry-After", retryAfterSecs(wait))
+	writeDetail(w, http.StatusTooManyRequests, "Too many login attempts, try again later.")
+}
+
+// retryAfter renders a wait as whole seconds, rounded up, at least 1.
+func retryAfterSecs(d time.Duration) string {
+	return strconv.Itoa(max(1, int(math.Ceil(d.Seconds()))))
+}
+
+type tokenPair struct {
+	Access  string `json:"access"`
+	Refresh string `json:"refresh"`
+}
+
+func (h *Handler) writePair(w http.ResponseWriter, r *http.Request, u account.User) {
+	st := h.ext.auth
+	access, err := h.issueToken(u, tokenAccess, st.accessTTL)
+	if err != nil {
+		writeErr(w, r, ollamaDialect, err)
+		return
+	}
+	refresh, err := h.issueToken(u, tokenRefresh, st.refreshTTL)
+	if err != nil {
+		writeErr(w, r, ollamaDialect, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, tokenPair{Access: access, Refresh: refresh})
+}
+
+// handleLogin is the upstream's POST /api/account/login: a JWT pair.
+func (h *Handler) handleLogin(w http.ResponseWriter, r *http.Request) {
+	if u, ok := h.checkLogin(w, r); ok {
+		h.writePair(w, r, u)
+	}
+}
+
+// handleRefresh trades a refresh token for a new pair. The old refresh
+// token stays valid until it expires (there is no revocation list), unless
+// the user's password changes or the user is deleted.
+func (h *Handler) handleRefresh(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxAuthBody)
+	var raw string
+	if b, err := io.ReadAll(r.Body); err == nil {
+		if trimmed := bytes.TrimSpace(b); len(trimmed) > 0 && trimmed[0] == '{' {
+			var body struct {
+				Refresh string `json:"refresh"`
+			}
+			_ = json.Unmarshal(trimmed, &body)
+			raw = body.Refresh
+		} else if form, err := url.ParseQuery(string(b)); err == nil {
+			raw = form.Get("refresh")
+		}
+	}
+	if raw == "" {
+		writeDetail(w, http.StatusBadRequest, "Missing refresh token.")
+		return
+	}
+	u, err := h.userFromToken(r.Context(), raw, tokenRefresh)
+	if errors.Is(err, errUnauthenticated) {
+		writeDetail(w, http.StatusUnauthorized, "Invalid or expired refresh token.")
+		return
+	}
+	if err != nil {
+		writeErr(w, r, ollamaDialect, err)
+		return
+	}
+	h.writePair(w, r, u)
+}
+
+type meView struct {
+	ID       int64        `json:"id"`
+	Username string       `json:"username"`
+	Role     account.Role `json:"role"`
+}
+
+// handleSession logs a browser in: the session cookie, and who it is.
+func (h *Handler) handleSession(w http.ResponseWriter, r *http.Request) {
+	st := h.ext.auth
+	// Login CSRF: a foreign page must not log the browser in either.
+	if err := st.cop.Check(r); err != nil {
+		writeError(w, ollamaDialect, http.StatusForbidden, "cross-origin request refused")
+		return
+	}
+	u, ok := h.checkLogin(w, r)
+	if !ok {
+		return
+	}
+	tok, err := h.issueToken(u, tokenSession, st.sessionTTL)
+	if err != nil {
+		writeErr(w, r, ollamaDialect, err)
+		return
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name: sessionCookie, Value: tok, Path: "/",
+		MaxAge: int(st.sessionTTL.Seconds()), Expires: st.now().Add(st.sessionTTL),
+		HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: overTLS(r),
+	})
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, meView{ID: u.ID, Username: u.Username, Role: u.Role})
+}
+
+// handleLogout clears the session cookie. The token itself stays valid
+// until it expires, but the browser no longer has it.
+func (h *Handler) handleLogout(w http.ResponseWriter, r *http.Request) {
+	if err := h.ext.auth.cop.Check(r); err != nil {
+		writeError(w, ollamaDialect, http.StatusForbidden, "cross-origin request refused")
+		return
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name: sessionCookie, Value: "", Path: "/", MaxAge: -1,
+		HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: overTLS(r),
+	})
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *Handler) handleMe(w http.ResponseWriter, r *http.Request) {
+	p := principalFrom(r.Context())
+	writeJSON(w, http.StatusOK, meView{ID: p.UserID, Username: p.Username, Role: p.Role})
+}
+
+// handleSetup tells the UI whether an admin must be created first (then a
+// login cannot succeed, and the UI shows the hint instead).
+func (h *Handler) handleSetup(w http.ResponseWriter, r *http.Request) {
+	users, err := h.ext.auth.store.Users(r.Context())
+	if err != nil {
+		writeErr(w, r, ollamaDialect, err)
+		return
+	}
+	needs := true
+	for _, u := range users {
+		if u.Role == account.RoleAdmin {
+			needs = false
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"needs_admin": needs, "hint": setupHint})
+}
+
+// overTLS reports whether the client reached us over HTTPS, directly or
+// through a proxy that says so.
+func overTLS(r *http.Request) bool {
+	return r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
+}
+
+// limiterSet is a token bucket per key (a client address, a username),
+// forgotten after a quarter of an hour unused. Safe for concurrent use.
+type limiterSet struct {
+	mu        sync.Mutex
+	burst     int
+	every     time.Duration
+	m         map[string]*limiterEntry
+	lastSweep time.Time
+}
+
+type limiterEntry struct {
+	lim  *rate.Limiter
+	seen time.Time
+}
+
+func newLimiterSet(burst int, every time.Duration) *limiterSet {
+	return &limiterSet{burst: burst, every: every, m: map[string]*limiterEntry{}}
+}
+
+func (s *limiterSet) get(key string, now time.Time) *rate.Limiter {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if now.Sub(s.lastSweep) > time.Minute {
+		for k, e := range s.m {
+			if now.Sub(e.seen) > 15*time.Minute {
+				delete(s.m, k)
+			}
+		}
+		s.lastSweep = now
+	}
+	e := s.m[key]
+	if e == nil {
+		e = &limiterEntry{lim: rate.NewLimiter(rate.Every(s.every), s.burst)}
+		s.m[key] = e
+	}
+	e.seen = now
+	return e.lim
+}
+
+// take spends a token; it returns how long to wait when none is left (and
+// then spends nothing).
+func (s *limiterSet) take(key string, now time.Time) time.Duration {
+	res := s.get(key, now).ReserveN(now, 1)
+	if d := res.DelayFrom(now); d > 0 {
+		res.CancelAt(now)
+		return d
+	}
+	return 0
+}
+
+// wait returns how long until a token is available, spending none.
+func (s *limiterSet) wait(key string, now time.Time) time.Duration {
+	lim := s.get(key, now)
+	if t := lim.TokensAt(now); t < 1 {
+		return time.Duration((1 - t) / float64(lim.Limit()) * float64(time.Second))
+	}
+	return 0
+}

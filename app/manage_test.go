@@ -1,0 +1,351 @@
+package app_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aivonx/aivonx/app"
+	"github.com/aivonx/aivonx/app/fleet"
+	"github.com/aivonx/aivonx/infra/memory"
+	"github.com/aivonx/aivonx/infra/sqlite"
+	"github.com/aivonx/aivonx/internal/fakeollama"
+	"github.com/aivonx/aivonx/worker"
+)
+
+// manageEnv is the proxy with a real embedded store (Admin and Fleet),
+// the real worker as Refresher, and fake nodes.
+type manageEnv struct {
+	t      *testing.T
+	h      *app.Handler
+	srv    *httptest.Server
+	store  *sqlite.Store
+	board  *memory.StatusBoard
+	worker *worker.Worker
+	logs   *syncBuffer
+}
+
+func newManageEnv(t *testing.T, cfg app.Config, deps app.Deps, nodes ...*fakeollama.Server) *manageEnv {
+	t.Helper()
+	store, err := sqlite.Open(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	e := &manageEnv{t: t, store: store, board: memory.NewStatusBoard(), logs: &syncBuffer{}}
+	for i, n := range nodes {
+		if _, err := store.CreateNode(context.Background(), fleet.Node{Name: "node" + string(rune('A'+i)), BaseURL: n.URL(), Enabled: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	e.worker, err = worker.New(worker.Config{Rise: 1, Fall: 1, ProbeTimeout: time.Second}, store, e.board, nil, nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.worker.RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	cfg.RefreshEvery = refreshEvery
+	deps.Fleet, deps.Statuses, deps.InFlight, deps.Log = store, e.board, memory.NewInFlight(), log
+	deps.Admin, deps.Refresher = store, e.worker
+	e.h, err = app.New(cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv = httptest.NewServer(e.h)
+	t.Cleanup(e.srv.Close)
+	return e
+}
+
+func (e *manageEnv) pass() {
+	e.t.Helper()
+	if err := e.worker.RunOnce(context.Background()); err != nil {
+		e.t.Fatal(err)
+	}
+	time.Sleep(6 * refreshEvery)
+}
+
+// do sends a request and returns the status and the body.
+func (e *manageEnv) do(method, path, body string) (int, string) {
+	e.t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, e.srv.URL+path, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := testClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return resp.StatusCode, readAll(e.t, resp)
+}
+
+// expect sends a request, checks the status and decodes the JSON body.
+func (e *manageEnv) expect(method, path, body string, want int) map[string]any {
+	e.t.Helper()
+	status, got := e.do(method, path, body)
+	if status != want {
+		e.t.Fatalf("%s %s %s: status %d, want %d; body %s", method, path, body, status, want, got)
+	}
+	out := map[string]any{}
+	if strings.TrimSpace(got) != "" {
+		if err := json.Unmarshal([]byte(got), &out); err != nil {
+			e.t.Fatalf("%s %s: body %q is not a JSON object: %v", method, path, got, err)
+		}
+	}
+	return out
+}
+
+func fieldError(t *testing.T, body map[string]any, field string) string {
+	t.Helper()
+	errs, _ := body["errors"].(map[string]any)
+	list, _ := errs[field].([]any)
+	if len(list) == 0 {
+		t.Fatalf("no error for field %q in %v", field, body)
+	}
+	if _, ok := body["error"].(string); !ok {
+		t.Fatalf("no error summary in %v", body)
+	}
+	return list[0].(string)
+}
+
+func TestNodeCRUD(t *testing.T) {
+	a := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+	e := newManageEnv(t, app.Config{}, app.Deps{}, a)
+
+	t.Run("ListShowsObservedStatus", func(t *testing.T) {
+		list := e.expect("GET", "/api/proxy/nodes", "", 200)
+		if list["count"].(float64) != 1 || list["next"] != nil || list["previous"] != nil {
+			t.Fatalf("list = %v", list)
+		}
+		n := list["results"].([]any)[0].(map[string]any)
+		st := n["status"].(map[string]any)
+		if n["address"] != a.URL() || n["base_url"] != a.URL() || n["enabled"] != true || st["healthy"] != true || st["state"] != "active" {
+			t.Fatalf("node = %v", n)
+		}
+		if models := st["models"].([]any); len(models) != 1 || models[0] != "llama3:latest" {
+			t.Fatalf("models = %v", models)
+		}
+	})
+
+	b := fakeollama.Start(t, fakeollama.Options{Models: []string{"qwen:latest"}})
+	var id string
+	t.Run("CreateWithAddressAndPortTurnsHealthy", func(t *testing.T) {
+		host, port, _ := strings.Cut(strings.TrimPrefix(b.URL(), "http://"), ":")
+		n := e.expect("POST", "/api/proxy/nodes", `{"name":"gpu-b","address":"`+host+`","port":`+port+`}`, 201)
+		if n["base_url"] != b.URL() || n["name"] != "gpu-b" || n["enabled"] != true {
+			t.Fatalf("created = %v", n)
+		}
+		if p, _ := strconv.Atoi(port); n["port"].(float64) != float64(p) {
+			t.Fatalf("port = %v", n["port"])
+		}
+		id = strconv.FormatFloat(n["id"].(float64), 'f', 0, 64)
+		// The background refresh probes it: healthy without a pass.
+		waitFor(t, "new node healthy", func() bool {
+			n := e.expect("GET", "/api/proxy/nodes/"+id, "", 200)
+			return n["status"].(map[string]any)["healthy"] == true
+		})
+		// And routable.
+		status, body := e.do("POST", "/api/chat", `{"model":"qwen","stream":false,"messages":[]}`)
+		if status != 200 {
+			t.Fatalf("chat on the new node: %d %s", status, body)
+		}
+	})
+
+	t.Run("ErrConflict", func(t *testing.T) {
+		body := e.expect("POST", "/api/proxy/nodes", `{"base_url":"`+b.URL()+`/"}`, 409)
+		fieldError(t, body, "base_url")
+	})
+
+	t.Run("ErrValidation", func(t *testing.T) {
+		for _, tt := range []struct{ body, field string }{
+			{`{}`, "base_url"},
+			{`{"base_url":"ftp://x"}`, "base_url"},
+			{`{"address":"http://x/path"}`, "address"},
+			{`{"base_url":"http://x","port":"abc"}`, "port"},
+			{`{"base_url":"http://x","port":70000}`, "port"},
+			{`{"base_url":"http://x","enabled":"maybe"}`, "enabled"},
+			{`{"base_url":"http://x","name":7}`, "name"},
+			{`{"base_url":"http://x","name":"` + strings.Repeat("n", 101) + `"}`, "name"},
+		} {
+			fieldError(t, e.expect("POST", "/api/proxy/nodes", tt.body, 400), tt.field)
+		}
+		if body := e.expect("POST", "/api/proxy/nodes", `[1]`, 400); body["error"] == nil {
+			t.Fatalf("body = %v", body)
+		}
+	})
+
+	t.Run("PatchDrainsAndActiveAlias", func(t *testing.T) {
+		n := e.expect("PATCH", "/api/proxy/nodes/"+id, `{"enabled":false}`, 200)
+		if n["enabled"] != false || n["status"].(map[string]any)["state"] != "disabled" || n["name"] != "gpu-b" {
+			t.Fatalf("patched = %v", n)
+		}
+		time.Sleep(6 * refreshEvery)
+		if status, _ := e.do("POST", "/api/chat", `{"model":"qwen","stream":false}`); status != 404 {
+			t.Fatalf("chat on a drained node's model: %d, want 404", status)
+		}
+		if n := e.expect("PATCH", "/api/proxy/nodes/"+id, `{"active":true}`, 200); n["enabled"] != true {
+			t.Fatalf("active alias: %v", n)
+		}
+	})
+
+	t.Run("PutReplaces", func(t *testing.T) {
+		n := e.expect("PUT", "/api/proxy/nodes/"+id, `{"base_url":"`+b.URL()+`"}`, 200)
+		if n["name"] != strings.TrimPrefix(b.URL(), "http://") || n["enabled"] != true {
+			t.Fatalf("put = %v", n)
+		}
+		fieldError(t, e.expect("PUT", "/api/proxy/nodes/"+id, `{"name":"x"}`, 400), "base_url")
+		fieldError(t, e.expect("PUT", "/api/proxy/nodes/"+id, `{"base_url":"`+a.URL()+`"}`, 409), "base_url")
+	})
+
+	t.Run("ErrNotFound", func(t *testing.T) {
+		for _, m := range []string{"GET", "PUT", "PATCH", "DELETE"} {
+			body := e.expect(m, "/api/proxy/nodes/999", `{"base_url":"http://z"}`, 404)
+			if body["error"] != "node not found: 999" {
+				t.Fatalf("%s: %v", m, body)
+			}
+		}
+		e.expect("GET", "/api/proxy/nodes/abc", "", 404)
+	})
+
+	t.Run("Delete", func(t *testing.T) {
+		if status, body := e.do("DELETE", "/api/proxy/nodes/"+id, ""); status != 204 || body != "" {
+			t.Fatalf("delete: %d %q", status, body)
+		}
+		e.expect("GET", "/api/proxy/nodes/"+id, "", 404)
+		if list := e.expect("GET", "/api/proxy/nodes", "", 200); list["count"].(float64) != 1 {
+			t.Fatalf("list after delete = %v", list)
+		}
+	})
+}
+
+func TestNodePagination(t *testing.T) {
+	e := newManageEnv(t, app.Config{}, app.Deps{})
+	for i := range 5 {
+		e.expect("POST", "/api/proxy/nodes", `{"base_url":"http://10.0.0.`+strconv.Itoa(i+1)+`","enabled":false}`, 201)
+	}
+	page := e.expect("GET", "/api/proxy/nodes?limit=2&offset=2", "", 200)
+	results := page["results"].([]any)
+	if page["count"].(float64) != 5 || len(results) != 2 || results[0].(map[string]any)["base_url"] != "http://10.0.0.3:11434" {
+		t.Fatalf("page = %v", page)
+	}
+	if page["next"] != "/api/proxy/nodes?limit=2&offset=4" || page["previous"] != "/api/proxy/nodes?limit=2&offset=0" {
+		t.Fatalf("links = %v, %v", page["next"], page["previous"])
+	}
+	last := e.expect("GET", "/api/proxy/nodes?limit=2&offset=4", "", 200)
+	if last["next"] != nil || len(last["results"].([]any)) != 1 {
+		t.Fatalf("last page = %v", last)
+	}
+	// Bad values fall back to the defaults, as DRF does; the limit is capped.
+	if all := e.expect("GET", "/api/proxy/nodes?limit=abc&offset=-3", "", 200); len(all["results"].([]any)) != 5 {
+		t.Fatalf("defaults = %v", all)
+	}
+	if past := e.expect("GET", "/api/proxy/nodes?offset=50", "", 200); len(past["results"].([]any)) != 0 {
+		t.Fatalf("past the end = %v", past)
+	}
+}
+
+type fakeResolver map[string][]netip.Addr
+
+func (f fakeResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
+	if a, ok := f[host]; ok {
+		return a, nil
+	}
+	return nil, &dnsError{host}
+}
+
+type dnsError struct{ host string }
+
+func (e *dnsError) Error() string { return "no such host " + e.host }
+
+func TestNodeAllowedNetworks(t *testing.T) {
+	cfg := app.Config{Manage: app.ManageConfig{
+		AllowedNetworks: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.0/8")},
+		Resolver: fakeResolver{
+			"gpu.internal": {netip.MustParseAddr("10.1.2.3")},
+			"metadata":     {netip.MustParseAddr("169.254.169.254")},
+			"mixed":        {netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("192.168.1.1")},
+		},
+	}}
+	e := newManageEnv(t, cfg, app.Deps{})
+	e.expect("POST", "/api/proxy/nodes", `{"base_url":"http://10.9.9.9"}`, 201)
+	e.expect("POST", "/api/proxy/nodes", `{"base_url":"http://gpu.internal"}`, 201)
+	for _, u := range []string{"http://169.254.169.254", "http://metadata", "http://mixed", "http://nowhere", "http://[::1]"} {
+		msg := fieldError(t, e.expect("POST", "/api/proxy/nodes", `{"base_url":"`+u+`"}`, 400), "base_url")
+		if !strings.Contains(msg, "outside") && !strings.Contains(msg, "resolve") {
+			t.Fatalf("%s: %q", u, msg)
+		}
+	}
+	// Updates are checked too.
+	fieldError(t, e.expect("PATCH", "/api/proxy/nodes/1", `{"base_url":"http://metadata"}`, 400), "base_url")
+}
+
+func TestConfig(t *testing.T) {
+	e := newManageEnv(t, app.Config{}, app.Deps{})
+	if c := e.expect("GET", "/api/proxy/config", "", 200); c["strategy"] != "least_active" {
+		t.Fatalf("config = %v", c)
+	}
+	if c := e.expect("PUT", "/api/proxy/config", `{"strategy":"lowest_latency"}`, 200); c["strategy"] != "lowest_latency" {
+		t.Fatalf("put = %v", c)
+	}
+	// PUT without strategy changes nothing, as upstream; unknown fields are ignored.
+	if c := e.expect("PUT", "/api/proxy/config", `{"id":1}`, 200); c["strategy"] != "lowest_latency" {
+		t.Fatalf("empty put = %v", c)
+	}
+	if msg := fieldError(t, e.expect("PATCH", "/api/proxy/config", `{"strategy":"random"}`, 400), "strategy"); !strings.Contains(msg, "not a valid choice") {
+		t.Fatalf("msg = %q", msg)
+	}
+	fieldError(t, e.expect("PATCH", "/api/proxy/config", `{"strategy":3}`, 400), "strategy")
+	e.expect("PATCH", "/api/proxy/config", `nope`, 400)
+	if c := e.expect("GET", "/api/proxy/config", "", 200); c["strategy"] != "lowest_latency" {
+		t.Fatalf("config after bad writes = %v", c)
+	}
+	// The proxy routes by the saved strategy (visible in /api/proxy/state).
+	time.Sleep(6 * refreshEvery)
+	if st := e.expect("GET", "/api/proxy/state", "", 200); st["strategy"] != "lowest_latency" {
+		t.Fatalf("state strategy = %v", st["strategy"])
+	}
+}
+
+func TestManageWithoutAdminStore(t *testing.T) {
+	store := &staticStore{settings: fleet.DefaultSettings()}
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	h, err := app.New(app.Config{}, app.Deps{Fleet: store, Statuses: memory.NewStatusBoard(), InFlight: memory.NewInFlight(), Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	for _, tt := range []struct{ method, path string }{{"POST", "/api/proxy/nodes"}, {"PATCH", "/api/proxy/config"}, {"DELETE", "/api/proxy/nodes/1"}} {
+		req, _ := http.NewRequest(tt.method, srv.URL+tt.path, strings.NewReader(`{}`))
+		resp, err := testClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body := readAll(t, resp); resp.StatusCode != 501 || !strings.Contains(body, "error") {
+			t.Fatalf("%s %s: %d %s", tt.method, tt.path, resp.StatusCode, body)
+		}
+	}
+	resp, err := testClient.Get(srv.URL + "/api/proxy/nodes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readAll(t, resp); resp.StatusCode != 200 || !strings.Contains(body, `"count":0`) {
+		t.Fatalf("list: %d %s", resp.StatusCode, body)
+	}
+}

@@ -1,0 +1,211 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/aivonx/aivonx/app/account"
+	"github.com/aivonx/aivonx/app/fleet"
+	"github.com/aivonx/aivonx/infra/sqlite"
+)
+
+func TestLoadOrCreateSecret(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "data")
+	first, err := loadOrCreateSecret(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(first) < 32 {
+		t.Fatalf("secret of %d bytes", len(first))
+	}
+	fi, err := os.Stat(filepath.Join(dir, secretFileName))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("secret file: %v, mode %v; want 0600", err, fi.Mode())
+	}
+	again, err := loadOrCreateSecret(dir)
+	if err != nil || !bytes.Equal(first, again) {
+		t.Fatalf("second start read %q, %v; want the same secret (tokens survive restarts)", again, err)
+	}
+	os.WriteFile(filepath.Join(dir, secretFileName), []byte("short\n"), 0o600)
+	if _, err := loadOrCreateSecret(dir); err == nil {
+		t.Fatal("a short secret file: want an error")
+	}
+}
+
+// runSecret runs signingSecret in the given mode under a CLI with the
+// serve flags and returns what it returned.
+func runSecret(t *testing.T, mode string, args ...string) ([]byte, error) {
+	t.Helper()
+	var key []byte
+	var serr error
+	a := &cli.App{Flags: []cli.Flag{secretKeyFlag, dataDirFlag}, Action: func(c *cli.Context) error {
+		key, serr = signingSecret(c, mode)
+		return nil
+	}}
+	if err := a.Run(append([]string{"aivonx"}, args...)); err != nil {
+		t.Fatal(err)
+	}
+	return key, serr
+}
+
+func TestSigningSecret(t *testing.T) {
+	t.Setenv("AIVONX_SECRET_KEY", "")
+	t.Setenv("AIVONX_SECRET_KEY_FILE", "")
+	t.Run("ErrSharedWithout", func(t *testing.T) {
+		_, err := runSecret(t, "shared")
+		if err == nil || !strings.Contains(err.Error(), "AIVONX_SECRET_KEY") {
+			t.Fatalf("shared mode without a secret: %v, want an error naming AIVONX_SECRET_KEY", err)
+		}
+	})
+	t.Run("ErrShort", func(t *testing.T) {
+		if _, err := runSecret(t, "shared", "--secret-key", "too-short"); err == nil {
+			t.Fatal("a short secret: want an error")
+		}
+	})
+	t.Run("File", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "secret")
+		os.WriteFile(path, []byte(strings.Repeat("s", 40)+"\n"), 0o600)
+		t.Setenv("AIVONX_SECRET_KEY_FILE", path)
+		key, err := runSecret(t, "shared")
+		if err != nil || string(key) != strings.Repeat("s", 40) {
+			t.Fatalf("from _FILE: %q, %v", key, err)
+		}
+	})
+	t.Run("EmbeddedGenerates", func(t *testing.T) {
+		t.Setenv("AIVONX_SECRET_KEY_FILE", "")
+		dir := t.TempDir()
+		key, err := runSecret(t, "embedded", "--data-dir", dir)
+		if err != nil || len(key) < 32 {
+			t.Fatalf("embedded: %q, %v", key, err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, secretFileName)); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestBootstrapAdmin(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store, err := sqlite.Open(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	var logs bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&logs, nil))
+
+	if err := bootstrapAdmin(ctx, store, "", log); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := store.CountUsers(ctx); n != 0 {
+		t.Fatalf("%d users without a password, want none", n)
+	}
+	if strings.Count(logs.String(), "\n") != 1 || !strings.Contains(logs.String(), "aivonx users create --username admin --role admin --password-stdin") {
+		t.Fatalf("want one line with the hint, got %s", logs.String())
+	}
+	if err := bootstrapAdmin(ctx, store, "short", log); err == nil {
+		t.Fatal("a too-short AIVONX_ADMIN_PASSWORD: want an error")
+	}
+	logs.Reset()
+	if err := bootstrapAdmin(ctx, store, "first admin password", log); err != nil {
+		t.Fatal(err)
+	}
+	u, err := store.UserByName(ctx, "admin")
+	if err != nil || u.Role != account.RoleAdmin || !account.CheckPassword(u.PasswordHash, "first admin password") {
+		t.Fatalf("admin = %+v, %v", u, err)
+	}
+	if strings.Contains(logs.String(), "first admin password") {
+		t.Fatal("the password was logged")
+	}
+	// Once a user exists the variable is ignored.
+	if err := bootstrapAdmin(ctx, store, "another password", log); err != nil {
+		t.Fatal(err)
+	}
+	if u2, _ := store.UserByName(ctx, "admin"); u2.PasswordHash != u.PasswordHash {
+		t.Fatal("a later start changed the admin's password")
+	}
+}
+
+// runCLI runs the aivonx command line with stdin and returns its output.
+func runCLI(t *testing.T, stdin string, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	a := newCLI()
+	a.Reader, a.Writer, a.ErrWriter = strings.NewReader(stdin), &out, io.Discard
+	a.ExitErrHandler = func(*cli.Context, error) {}
+	err := a.RunContext(context.Background(), append([]string{"aivonx"}, args...))
+	return out.String(), err
+}
+
+func TestUsersAndKeysCLI(t *testing.T) {
+	t.Setenv("DATABASE_URL", "")
+	t.Setenv("AIVONX_DATABASE_URL", "")
+	t.Setenv("DATABASE_URL_FILE", "")
+	dir := t.TempDir()
+	data := []string{"--data-dir", dir}
+	// Flags go before positional arguments (urfave/cli v2).
+	withData := func(args []string) []string {
+		return append(append(append([]string{}, args[:2]...), data...), args[2:]...)
+	}
+	run := func(stdin string, args ...string) string {
+		t.Helper()
+		out, err := runCLI(t, stdin, withData(args)...)
+		if err != nil {
+			t.Fatalf("aivonx %s: %v", strings.Join(args, " "), err)
+		}
+		return out
+	}
+
+	if _, err := runCLI(t, "", withData([]string{"users", "create", "--username", "admin", "--role", "admin"})...); err == nil ||
+		!strings.Contains(err.Error(), "--password-stdin") {
+		t.Fatalf("create without --password-stdin: %v", err)
+	}
+	run("admin password\n", "users", "create", "--username", "admin", "--role", "admin", "--password-stdin")
+	run("viewer password\n", "users", "create", "--username", "vic", "--password-stdin")
+	if out := run("", "users", "list"); !strings.Contains(out, "admin") || !strings.Contains(out, "vic") || !strings.Contains(out, "viewer") {
+		t.Fatalf("users list:\n%s", out)
+	}
+	run("changed password\n", "users", "passwd", "--password-stdin", "vic")
+	if _, err := runCLI(t, "", withData([]string{"users", "rm", "admin"})...); err == nil || !strings.Contains(err.Error(), "last admin") {
+		t.Fatalf("removing the last admin: %v", err)
+	}
+	run("", "users", "rm", "vic")
+
+	key := strings.TrimSpace(run("", "keys", "create", "--name", "ci", "--rpm", "30"))
+	if !account.LooksLikeKey(key) {
+		t.Fatalf("keys create printed %q, want a key", key)
+	}
+	out := run("", "keys", "list")
+	if !strings.Contains(out, "ci") || !strings.Contains(out, key[:9]) || strings.Contains(out, key) {
+		t.Fatalf("keys list:\n%s", out)
+	}
+	run("", "keys", "revoke", "1")
+
+	store, err := sqlite.Open(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	u, err := store.UserByName(context.Background(), "admin")
+	if err != nil || !account.CheckPassword(u.PasswordHash, "admin password") {
+		t.Fatalf("admin: %+v, %v", u, err)
+	}
+	if _, err := store.UserByName(context.Background(), "vic"); !errors.Is(err, fleet.ErrNotFound) {
+		t.Fatal("vic still exists")
+	}
+	k, err := store.KeyByHash(context.Background(), account.HashKey(key))
+	if err != nil || !k.Revoked() || k.RPMLimit != 30 {
+		t.Fatalf("key: %+v, %v", k, err)
+	}
+}

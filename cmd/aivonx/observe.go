@@ -1,0 +1,75 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/aivonx/aivonx/app"
+	"github.com/aivonx/aivonx/infra/logfile"
+)
+
+// Flags of the management API and of logs and metrics.
+var (
+	logFileFlag = &cli.StringFlag{Name: "log-file", EnvVars: []string{"AIVONX_LOG_FILE"},
+		Usage: fmt.Sprintf("also write the JSON log to this file, rotated at %d MB with %d old files kept; GET /api/logs reads it (logs always go to stdout)",
+			logfile.MaxSizeMB, logfile.MaxBackups)}
+	nodeAllowFlag = &cli.StringSliceFlag{Name: "node-allow-cidr", EnvVars: []string{"AIVONX_NODE_ALLOW_CIDRS"},
+		Usage: "networks nodes may point at, e.g. 10.0.0.0/8 (repeat, or comma-separated in the env var); a node's host must resolve inside them; empty allows any"}
+	metricsPrivateFlag = &cli.BoolFlag{Name: "metrics-private", EnvVars: []string{"AIVONX_METRICS_PRIVATE"},
+		Usage: "require a login for GET /metrics (public by default, like most exporters)"}
+)
+
+// serveLogger returns the logger of serve: JSON on stdout and, with
+// --log-file, also in the rotating file, with the reader /api/logs uses
+// (nil without a file) and a function that closes the file.
+func serveLogger(c *cli.Context) (*slog.Logger, app.LogReader, func(), error) {
+	path := c.String(logFileFlag.Name)
+	if path == "" {
+		log, err := newLogger(c, os.Stdout)
+		return log, nil, func() {}, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, nil, nil, fmt.Errorf("--log-file: %w", err)
+	}
+	w := logfile.NewWriter(path)
+	log, err := newLogger(c, io.MultiWriter(os.Stdout, w))
+	if err != nil {
+		w.Close()
+		return nil, nil, nil, err
+	}
+	return log, logfile.NewReader(path), func() { w.Close() }, nil
+}
+
+// manageConfig reads the management flags.
+func manageConfig(c *cli.Context) (app.ManageConfig, error) {
+	var cfg app.ManageConfig
+	for _, v := range c.StringSlice(nodeAllowFlag.Name) {
+		for _, s := range strings.Split(v, ",") {
+			if s = strings.TrimSpace(s); s == "" {
+				continue
+			}
+			p, err := netip.ParsePrefix(s)
+			if err != nil {
+				// A bare address is its own /32 or /128.
+				a, aerr := netip.ParseAddr(s)
+				if aerr != nil {
+					return cfg, fmt.Errorf("--node-allow-cidr %q: %w", s, err)
+				}
+				p = netip.PrefixFrom(a, a.BitLen())
+			}
+			cfg.AllowedNetworks = append(cfg.AllowedNetworks, p.Masked())
+		}
+	}
+	return cfg, nil
+}
+
+func observeConfig(c *cli.Context) app.ObserveConfig {
+	return app.ObserveConfig{MetricsPrivate: c.Bool(metricsPrivateFlag.Name)}
+}
