@@ -39,6 +39,10 @@ var (
 		Usage: "passed probes in a row that bring an unhealthy node back"}
 	fallFlag = &cli.IntFlag{Name: "fall", Value: 2, EnvVars: []string{"AIVONX_FALL"},
 		Usage: "failed probes in a row that take a healthy node out"}
+	leaseTTLFlag = &cli.DurationFlag{Name: "lease-ttl", Value: 30 * time.Second, EnvVars: []string{"AIVONX_LEASE_TTL"},
+		Usage: "shared mode: an in-flight lease left by a killed process expires after this (live streams renew theirs)"}
+	lockTTLFlag = &cli.DurationFlag{Name: "lock-ttl", Value: 30 * time.Second, EnvVars: []string{"AIVONX_LOCK_TTL"},
+		Usage: "shared mode: another worker takes over the health passes this long after the lock holder died"}
 )
 
 func newLogger(c *cli.Context, w io.Writer) (*slog.Logger, error) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -54,8 +55,8 @@ func openShared(c *cli.Context, log *slog.Logger, dbURL, redisURL string) (*back
 	b.accounts = store
 	b.statuses = st
 	b.passes = st
-	b.inflight = redis.NewInFlight(rc, prefix, redis.DefaultLeaseTTL, log)
-	b.lock = redis.NewWorkerLock(rc, prefix, redis.DefaultLockTTL)
+	b.inflight = redis.NewInFlight(rc, prefix, cmp.Or(c.Duration(leaseTTLFlag.Name), redis.DefaultLeaseTTL), log)
+	b.lock = redis.NewWorkerLock(rc, prefix, cmp.Or(c.Duration(lockTTLFlag.Name), redis.DefaultLockTTL))
 	b.deps = []app.Dependency{
 		{Name: "postgres", Check: func(ctx context.Context) error { return pool.Ping(ctx) }},
 		{Name: "redis", Check: func(ctx context.Context) error { return rc.Ping(ctx).Err() }},

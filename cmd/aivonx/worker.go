@@ -19,7 +19,7 @@ Under Lambda (AWS_LAMBDA_RUNTIME_API set) each scheduled invocation runs one pas
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "once", Usage: "run one pass and exit"},
 			dataDirFlag, databaseFlag, redisFlag, redisPrefixFlag, logLevelFlag,
-			healthEveryFlag, modelsEveryFlag, riseFlag, fallFlag,
+			healthEveryFlag, modelsEveryFlag, riseFlag, fallFlag, lockTTLFlag,
 		},
 		Action: runWorker,
 	}
