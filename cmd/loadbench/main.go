@@ -178,8 +178,8 @@ func reportStreaming(o options, tmp string, fast []target) error {
 	}()
 	fmt.Println("time to first token and per-line lag, 10 tokens 20 ms apart, one stream at a time (200 streams)")
 	fmt.Println()
-	fmt.Println("| target | TTFT p50 | TTFT p90 | added TTFT p50 | line lag p50 | line lag p99 | line lag max | failures |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Println("| target | TTFT p50 | TTFT p90 | added TTFT p50 | line lag p50 | line lag p99 | line lag max | lines within 1 ms | lines held ≥ 10 ms | failures |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	var base time.Duration
 	for i, t := range targets {
 		var all streamStats
@@ -197,8 +197,18 @@ func reportStreaming(o options, tmp string, fast []target) error {
 		if i > 0 {
 			added = fmtDur(p50 - base)
 		}
-		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %d |\n", t.name, fmtDur(p50), fmtDur(pct(all.ttft, 90)), added,
-			fmtDur(pct(all.lag, 50)), fmtDur(pct(all.lag, 99)), fmtDur(pct(all.lag, 100)), all.failures)
+		within, held := 0, 0
+		for _, l := range all.lag {
+			if l <= time.Millisecond {
+				within++
+			}
+			if l >= 10*time.Millisecond { // a line held back for the next token would lag ≥ 20 ms
+				held++
+			}
+		}
+		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %.2f%% | %d of %d | %d |\n", t.name, fmtDur(p50), fmtDur(pct(all.ttft, 90)), added,
+			fmtDur(pct(all.lag, 50)), fmtDur(pct(all.lag, 99)), fmtDur(pct(all.lag, 100)),
+			100*float64(within)/float64(max(len(all.lag), 1)), held, len(all.lag), all.failures)
 	}
 	fmt.Println()
 	if o.streams == 0 {
@@ -369,7 +379,8 @@ master_process off;
 worker_processes 1;
 error_log %[1]s/error.log warn;
 pid %[1]s/nginx.pid;
-events { worker_connections 8192; }
+events { worker_connections 20000; }
+worker_rlimit_nofile 20000;
 http {
   access_log off;
   client_body_temp_path %[1]s;
