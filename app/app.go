@@ -20,7 +20,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -116,6 +115,8 @@ type Deps struct {
 	Refresher NodeRefresher
 	// Logs reads the JSON log files for /api/logs.
 	Logs LogReader
+	// Requests keeps the request log of /api/requests (requestlog.go).
+	Requests RequestLog
 }
 
 // Handler is the proxy. Build it with [New]; it is safe for concurrent use.
@@ -176,24 +177,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.serveLogged(w, r)
 }
 
-// NewTransport returns the transport used to reach nodes: kept-alive
-// connections (many per node, since each stream holds one), a bounded dial,
-// no compression (bodies pass through untouched) and a bound on the wait for
-// response headers.
-func NewTransport(dialTimeout, firstByteTimeout time.Duration) *http.Transport {
-	dialer := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
-	return &http.Transport{
-		Proxy:                 nil, // nodes are reached directly, never through HTTP_PROXY
-		DialContext:           dialer.DialContext,
-		MaxIdleConns:          4096,
-		MaxIdleConnsPerHost:   1024,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: firstByteTimeout,
-		ExpectContinueTimeout: 0,
-		DisableCompression:    true,
-		// Default 4 KiB connection buffers: a stream holds its connection
-		// for minutes, and thousands of them must fit in memory.
-	}
+// NewTransport returns the transport used to reach nodes: a lean HTTP/1.1
+// client (upstream.go) that runs each exchange on the caller's goroutine,
+// with kept-alive connections (many per node, since each stream holds one,
+// 4 KiB of buffer each), a bounded dial, no compression (bodies pass
+// through untouched), never a proxy, and a bound on the wait for response
+// headers. It has a CloseIdleConnections method.
+func NewTransport(dialTimeout, firstByteTimeout time.Duration) http.RoundTripper {
+	return newUpstream(dialTimeout, firstByteTimeout)
 }
 
 // routing returns the inputs of candidate selection for a request now.

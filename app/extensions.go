@@ -8,10 +8,12 @@ type extensions struct {
 	manage  *manageState
 	observe *observeState
 	ui      *uiState
+	// requests is nil without Deps.Requests.
+	requests *requestLog
 }
 
 func (h *Handler) initExtensions() error {
-	for _, init := range []func() error{h.initAuth, h.initManage, h.initObserve, h.initUI} {
+	for _, init := range []func() error{h.initAuth, h.initManage, h.initObserve, h.initRequestLog, h.initUI} {
 		if err := init(); err != nil {
 			return err
 		}

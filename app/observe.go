@@ -23,8 +23,20 @@ type ObserveConfig struct {
 	// Location is the time zone of log-query times written without one
 	// ("2026-01-02 15:04:05"). Nil means time.Local.
 	Location *time.Location
-	// LogQueryTimeout bounds one /api/logs query. Zero means 10s.
+	// LogQueryTimeout bounds one /api/logs or /api/requests query. Zero
+	// means 10s.
 	LogQueryTimeout time.Duration
+	// RequestLogRetention is how long the request log (Deps.Requests) keeps
+	// a record; older ones are deleted during a flush, at most once an hour
+	// per process. Zero keeps them all.
+	RequestLogRetention time.Duration
+	// RequestLogFlushEvery is how often request records are written to the
+	// store. Zero means 1s.
+	RequestLogFlushEvery time.Duration
+	// RequestLogBuffer is how many request records are kept in memory while
+	// the store cannot be written; beyond it the oldest are dropped. Zero
+	// means 50000.
+	RequestLogBuffer int
 }
 
 // LogReader reads the proxy's JSON log, newest line first. Safe for
@@ -68,12 +80,14 @@ func (h *Handler) observeRoutes(mux *routeMux) {
 	}
 	mux.Handle("GET /metrics", m)
 	mux.HandleFunc("GET /api/schema", h.handleSchema)
+	mux.Handle("GET /api/requests", h.requireUser(http.HandlerFunc(h.handleRequests)))
 }
 
 // recordRequest is called once per request, after it ended, with what the
 // access line reports.
 func (h *Handler) recordRequest(r *http.Request, a *access, status int) {
 	h.ext.observe.metrics.record(h, r, a, status)
+	h.logRequest(r, a, status)
 }
 
 // logQuery is a parsed /api/logs query.

@@ -43,6 +43,7 @@ var uiPages = []uiPage{
 	{Name: "nodes", Title: "Nodes", Path: "/ui/nodes"},
 	{Name: "models", Title: "Models", Path: "/ui/models"},
 	{Name: "settings", Title: "Settings", Path: "/ui/settings"},
+	{Name: "requests", Title: "Requests", Path: "/ui/requests"},
 	{Name: "logs", Title: "Logs", Path: "/ui/logs"},
 	{Name: "login", Title: "Sign in", Path: "/ui/login", Public: true},
 }

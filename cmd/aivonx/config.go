@@ -88,6 +88,7 @@ type backend struct {
 	mode     string
 	store    nodeStore
 	accounts app.AccountStore
+	requests app.RequestLog
 	statuses app.StatusSource
 	inflight app.InFlight
 	passes   worker.StatusStore
@@ -129,7 +130,7 @@ func openEmbedded(c *cli.Context) (*backend, error) {
 	}
 	board := memory.NewStatusBoard()
 	return &backend{
-		mode: "embedded", store: store, accounts: store, statuses: board, inflight: memory.NewInFlight(), passes: board,
+		mode: "embedded", store: store, accounts: store, requests: store, statuses: board, inflight: memory.NewInFlight(), passes: board,
 		deps:    []app.Dependency{{Name: "store", Check: store.Ping}},
 		closers: []func(){func() { store.Close() }},
 	}, nil

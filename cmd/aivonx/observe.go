@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -24,6 +25,8 @@ var (
 		Usage: "networks nodes may point at, e.g. 10.0.0.0/8 (repeat, or comma-separated in the env var); a node's host must resolve inside them; empty allows any"}
 	metricsPrivateFlag = &cli.BoolFlag{Name: "metrics-private", EnvVars: []string{"AIVONX_METRICS_PRIVATE"},
 		Usage: "require a login for GET /metrics (public by default, like most exporters)"}
+	requestLogDaysFlag = &cli.IntFlag{Name: "request-log-days", Value: 14, EnvVars: []string{"AIVONX_REQUEST_LOG_DAYS"},
+		Usage: "days the request log (GET /api/requests, the UI's request history) keeps a request; 0 keeps them all"}
 )
 
 // serveLogger returns the logger of serve: JSON on stdout and, with
@@ -70,6 +73,13 @@ func manageConfig(c *cli.Context) (app.ManageConfig, error) {
 	return cfg, nil
 }
 
-func observeConfig(c *cli.Context) app.ObserveConfig {
-	return app.ObserveConfig{MetricsPrivate: c.Bool(metricsPrivateFlag.Name)}
+func observeConfig(c *cli.Context) (app.ObserveConfig, error) {
+	days := c.Int(requestLogDaysFlag.Name)
+	if days < 0 {
+		return app.ObserveConfig{}, fmt.Errorf("--request-log-days must not be negative (0 keeps every request)")
+	}
+	return app.ObserveConfig{
+		MetricsPrivate:      c.Bool(metricsPrivateFlag.Name),
+		RequestLogRetention: time.Duration(days) * 24 * time.Hour,
+	}, nil
 }

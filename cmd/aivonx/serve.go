@@ -48,7 +48,7 @@ keeps in Postgres and Redis, and shares in-flight counts with every replica.`,
 			dataDirFlag, databaseFlag, redisFlag, redisPrefixFlag, logLevelFlag,
 			healthEveryFlag, modelsEveryFlag, riseFlag, fallFlag, lockTTLFlag, leaseTTLFlag,
 			secretKeyFlag, requireAPIKeyFlag, corsOriginFlag, adminPasswordFlag,
-			logFileFlag, nodeAllowFlag, metricsPrivateFlag,
+			logFileFlag, nodeAllowFlag, metricsPrivateFlag, requestLogDaysFlag,
 		},
 		Action: runServe,
 	}
@@ -61,6 +61,10 @@ func runServe(c *cli.Context) error {
 	}
 	defer closeLog()
 	manage, err := manageConfig(c)
+	if err != nil {
+		return err
+	}
+	observe, err := observeConfig(c)
 	if err != nil {
 		return err
 	}
@@ -87,12 +91,12 @@ func runServe(c *cli.Context) error {
 		Dependencies:     b.deps,
 		Auth:             auth,
 		Manage:           manage,
-		Observe:          observeConfig(c),
+		Observe:          observe,
 	}
 	if inLambda() {
 		cfg.Mode = "lambda"
 	}
-	deps := app.Deps{Fleet: b.store, Statuses: b.statuses, InFlight: b.inflight, Log: log, Admin: b.store, Accounts: b.accounts, Logs: logs}
+	deps := app.Deps{Fleet: b.store, Statuses: b.statuses, InFlight: b.inflight, Log: log, Admin: b.store, Accounts: b.accounts, Logs: logs, Requests: b.requests}
 	// Every mode can re-probe one node at once (after a pull); only the
 	// embedded mode, or --with-worker, schedules whole passes here.
 	w, err := newWorker(c, b, log)
@@ -126,6 +130,9 @@ func runServe(c *cli.Context) error {
 	err = listen(ctx, c, h, log)
 	if ferr := h.FlushUsage(context.Background()); ferr != nil {
 		log.Warn("api key usage not written at shutdown", "err", ferr.Error())
+	}
+	if ferr := h.FlushRequests(context.Background()); ferr != nil {
+		log.Warn("request log not written at shutdown", "err", ferr.Error())
 	}
 	return err
 }

@@ -53,6 +53,7 @@ func openShared(c *cli.Context, log *slog.Logger, dbURL, redisURL string) (*back
 	st := &sharedStatus{hot: cache, last: store, log: log}
 	b.store = store
 	b.accounts = store
+	b.requests = store
 	b.statuses = st
 	b.passes = st
 	b.inflight = redis.NewInFlight(rc, prefix, cmp.Or(c.Duration(leaseTTLFlag.Name), redis.DefaultLeaseTTL), log)

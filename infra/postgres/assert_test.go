@@ -13,6 +13,7 @@ import (
 // node and settings writes the CLI and the management API use.
 var (
 	_ app.FleetStore     = (*postgres.Store)(nil)
+	_ app.RequestLog     = (*postgres.Store)(nil)
 	_ worker.NodeLister  = (*postgres.Store)(nil)
 	_ worker.StatusStore = (*postgres.Store)(nil)
 	_ interface {

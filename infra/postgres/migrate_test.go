@@ -75,7 +75,7 @@ func TestMigrate(t *testing.T) {
 			t.Fatalf("applied %v, want all of %v", applied, files)
 		}
 		// goose's table lives next to ours, in the search_path schema.
-		want := []string{"api_keys", "goose_db_version", "node_status", "nodes", "settings", "users"}
+		want := []string{"api_keys", "goose_db_version", "node_status", "nodes", "request_log", "settings", "users"}
 		if got := tables(t, pool); !slices.Equal(got, want) {
 			t.Fatalf("tables after up = %v, want %v", got, want)
 		}

@@ -92,6 +92,29 @@ var schema = []string{
 		completion_tokens INTEGER NOT NULL DEFAULT 0,
 		last_used_at      TEXT
 	);`,
+	// 3: the request log (requests.go). started_at is UTC text of a fixed
+	// width (accountTime), so that it compares as a string.
+	`CREATE TABLE request_log (
+		id                INTEGER PRIMARY KEY AUTOINCREMENT,
+		started_at        TEXT    NOT NULL,
+		request_id        TEXT    NOT NULL DEFAULT '',
+		who               TEXT    NOT NULL DEFAULT '',
+		client            TEXT    NOT NULL DEFAULT '',
+		method            TEXT    NOT NULL,
+		path              TEXT    NOT NULL,
+		model             TEXT    NOT NULL DEFAULT '',
+		node              TEXT    NOT NULL DEFAULT '',
+		status            INTEGER NOT NULL,
+		duration_ms       REAL    NOT NULL DEFAULT 0,
+		ttfb_ms           REAL    NOT NULL DEFAULT 0,
+		prompt_tokens     INTEGER NOT NULL DEFAULT 0,
+		completion_tokens INTEGER NOT NULL DEFAULT 0,
+		bytes             INTEGER NOT NULL DEFAULT 0,
+		error             TEXT    NOT NULL DEFAULT ''
+	);
+	CREATE INDEX request_log_started_at_idx ON request_log (started_at DESC, id DESC);
+	CREATE INDEX request_log_model_idx ON request_log (model, started_at DESC);
+	CREATE INDEX request_log_node_idx ON request_log (node, started_at DESC);`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {

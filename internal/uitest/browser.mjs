@@ -201,6 +201,42 @@ try {
     await screenshot("settings");
   });
 
+  await step("requests", async () => {
+    assert(keyOK, "no key was used");
+    // The request log is written in batches: reload until the chat shows.
+    const chat = () => page.locator("#requests-body tr.req-row", { hasText: "/api/chat" }).filter({ hasText: "key:browser-test" });
+    const deadline = Date.now() + 10000;
+    for (;;) {
+      await page.goto(`${BASE}/ui/requests`);
+      await page.waitForFunction(() => {
+        const first = document.querySelector("#requests-body tr");
+        return first && first.textContent !== "Loading…";
+      });
+      if ((await chat().count()) > 0) break;
+      assert(Date.now() < deadline, `the API key's chat is not in the request history: ${await page.textContent("#requests-body")}`);
+      await page.waitForTimeout(500);
+    }
+    const r = chat().first();
+    assert((await r.getAttribute("data-status")) === "200", `status ${await r.getAttribute("data-status")}, want 200`);
+    assert((await r.locator("[data-filter=model]").textContent()) === "llama3:latest", "model not shown");
+    assert(((await r.locator("[data-filter=node]").textContent()) || "").length > 0, "node not shown");
+    const tok = await r.locator("td.num").nth(1).textContent();
+    assert(/\d+\s*\/\s*\d+/.test(tok), `tokens not shown: ${JSON.stringify(tok)}`);
+    await screenshot("requests");
+    // A click on the key filters the list by it.
+    await r.locator("[data-filter=who]").click();
+    await page.waitForURL(/who=key%3Abrowser-test/);
+    await page.waitForFunction(() => {
+      const rows = [...document.querySelectorAll("#requests-body tr.req-row")];
+      return rows.length > 0 && rows.every((tr) => tr.querySelector("[data-filter=who]")?.textContent === "key:browser-test");
+    });
+    assert((await page.inputValue("#req-who")) === "key:browser-test", "the who filter was not filled in");
+    // Auto-refresh shows that it is live.
+    await page.check("#req-auto");
+    await page.locator("#req-live").waitFor();
+    await page.uncheck("#req-auto");
+  });
+
   await step("xss-node-name", async () => {
     await addNode(XSS, env.NODE3_URL);
     const names = await page.$$eval("#nodes-body .node-name", (els) => els.map((e) => e.textContent));
