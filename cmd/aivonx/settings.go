@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/urfave/cli/v2"
@@ -32,9 +33,7 @@ func runConfigShow(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	enc := json.NewEncoder(os.Stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(s)
+	return printJSON(os.Stdout, s)
 }
 
 func runConfigSet(c *cli.Context) error {
@@ -62,4 +61,11 @@ func runConfigSet(c *cli.Context) error {
 		return err
 	}
 	return runConfigShow(c)
+}
+
+// printJSON writes v as indented JSON, the --json output of every command.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
