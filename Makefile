@@ -16,6 +16,7 @@ build: ## build bin/aivonx (static)
 
 test: lint ## run every test (starts throwaway Postgres and Redis unless AIVONX_TEST_* are set)
 	$(GO) run ./internal/testenv/withservices -- $(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -count=1 -run '^TestStreamFitsInitialStack$$' ./app/ # the race detector deepens stacks
 
 lint: ## gofmt, go vet and the import rules of the layout
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

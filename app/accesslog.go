@@ -32,6 +32,8 @@ type access struct {
 	// "user:alice"); apiKeyID is set when an API key authenticated it.
 	who      string
 	apiKeyID int64
+	// tail is the relay's record of the response's last bytes.
+	tail tail
 }
 
 type accessKey struct{}

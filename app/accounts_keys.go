@@ -93,54 +93,74 @@ func (h *Handler) requireAPIKey(d dialect, next http.Handler) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		raw := r.Header.Get("X-API-Key")
-		if raw == "" {
-			raw, _ = bearerToken(r)
-		}
-		var key account.Key
-		found := false
-		if account.LooksLikeKey(raw) {
-			var err error
-			key, found, err = st.keys.lookup(r.Context(), st.store, raw, st.now())
-			if err != nil {
-				if st.required {
-					writeErr(w, r, d, err)
-					return
-				}
-				h.log.Warn("api key lookup failed; serving the request without its key", "err", err.Error())
-			}
-		}
-		if !found {
-			if !st.required {
-				next.ServeHTTP(w, r)
-				return
-			}
-			h.serveAsUser(d, next, w, r, raw != "")
+		// The key is checked apart, so that this frame, which stays on
+		// the stack for the whole stream, is small (see tail).
+		keyID, r, ok := h.admitKey(d, w, r)
+		if !ok {
 			return
-		}
-
-		if wait := st.keyLimits.take(key, st.now()); wait > 0 {
-			w.Header().Set("Retry-After", retryAfterSecs(wait))
-			writeError(w, d, http.StatusTooManyRequests,
-				"rate limit exceeded: this API key may make "+strconv.Itoa(key.RPMLimit)+" requests per minute")
-			return
-		}
-		a := accessFrom(r.Context())
-		if a != nil {
-			a.who, a.apiKeyID = "key:"+key.Name, key.ID
 		}
 		next.ServeHTTP(w, r)
-		u := account.Usage{KeyID: key.ID, Requests: 1, LastUsedAt: st.now()}
-		if a != nil {
-			u.PromptTokens, u.CompletionTokens = a.promptTok, a.evalTok
+		if keyID != 0 {
+			h.countKeyUse(r, keyID)
 		}
-		st.usage.add(u)
 	})
 }
 
-// serveAsUser lets a logged-in user use a route that requires a key, and
-// answers 401 to anyone else.
-func (h *Handler) serveAsUser(d dialect, next http.Handler, w http.ResponseWriter, r *http.Request, sentKey bool) {
+// admitKey decides whether a request may go on, and as whom. It returns
+// the API key's id (0 for none) and the request to serve, which carries
+// the logged-in user when one stands in for a key; when ok is false it has
+// answered the request.
+func (h *Handler) admitKey(d dialect, w http.ResponseWriter, r *http.Request) (keyID int64, _ *http.Request, ok bool) {
+	st := h.ext.auth
+	raw := r.Header.Get("X-API-Key")
+	if raw == "" {
+		raw, _ = bearerToken(r)
+	}
+	var key account.Key
+	found := false
+	if account.LooksLikeKey(raw) {
+		var err error
+		key, found, err = st.keys.lookup(r.Context(), st.store, raw, st.now())
+		if err != nil {
+			if st.required {
+				writeErr(w, r, d, err)
+				return 0, r, false
+			}
+			h.log.Warn("api key lookup failed; serving the request without its key", "err", err.Error())
+		}
+	}
+	if !found {
+		if !st.required {
+			return 0, r, true
+		}
+		r, ok = h.admitUser(d, w, r, raw != "")
+		return 0, r, ok
+	}
+	if wait := st.keyLimits.take(key, st.now()); wait > 0 {
+		w.Header().Set("Retry-After", retryAfterSecs(wait))
+		writeError(w, d, http.StatusTooManyRequests,
+			"rate limit exceeded: this API key may make "+strconv.Itoa(key.RPMLimit)+" requests per minute")
+		return 0, r, false
+	}
+	if a := accessFrom(r.Context()); a != nil {
+		a.who, a.apiKeyID = "key:"+key.Name, key.ID
+	}
+	return key.ID, r, true
+}
+
+// countKeyUse records a served request, and its tokens, against its key.
+func (h *Handler) countKeyUse(r *http.Request, keyID int64) {
+	st := h.ext.auth
+	u := account.Usage{KeyID: keyID, Requests: 1, LastUsedAt: st.now()}
+	if a := accessFrom(r.Context()); a != nil {
+		u.PromptTokens, u.CompletionTokens = a.promptTok, a.evalTok
+	}
+	st.usage.add(u)
+}
+
+// admitUser lets a request without a valid key through when it comes from
+// a logged-in user (an access token, or the web UI's session cookie).
+func (h *Handler) admitUser(d dialect, w http.ResponseWriter, r *http.Request, sentKey bool) (*http.Request, bool) {
 	p, err := h.authenticate(r)
 	switch {
 	case errors.Is(err, errUnauthenticated):
@@ -150,21 +170,21 @@ func (h *Handler) serveAsUser(d dialect, next http.Handler, w http.ResponseWrite
 		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="aivonx"`)
 		writeError(w, d, http.StatusUnauthorized, msg)
-		return
+		return r, false
 	case err != nil:
 		writeErr(w, r, d, err)
-		return
+		return r, false
 	}
 	if p.Cookie {
 		if err := h.ext.auth.cop.Check(r); err != nil {
 			writeError(w, d, http.StatusForbidden, "cross-origin request refused")
-			return
+			return r, false
 		}
 	}
 	if a := accessFrom(r.Context()); a != nil {
 		a.who = "user:" + p.Username
 	}
-	next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+	return r.WithContext(context.WithValue(r.Context(), principalKey{}, p)), true
 }
 
 // keyCache keeps key lookups (found or not) in memory, so that the hot

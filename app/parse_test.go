@@ -98,6 +98,15 @@ func TestTailTokens(t *testing.T) {
 			t.Fatalf("chunk %d: tokens = %d, %d; want 12, 34", chunk, p, c)
 		}
 	}
+	// A generate's last line carries the whole context before the counts;
+	// the tail only needs what follows it.
+	var gen tail
+	gen.add([]byte(`{"model":"llama3","created_at":"2026-12-01T10:00:00.123456789Z","response":"","done":true,"done_reason":"stop","context":[` +
+		strings.Repeat("128006,", 3000) + `128009],"total_duration":4883583458,"load_duration":1334875,"prompt_eval_count":26,` +
+		`"prompt_eval_duration":342546000,"eval_count":282,"eval_duration":4535599000}` + "\n"))
+	if p, c := gen.tokens(); p != 26 || c != 282 {
+		t.Fatalf("generate tokens = %d, %d; want 26, 282", p, c)
+	}
 	var sse tail
 	sse.add([]byte("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":7,\"total_tokens\":10}}\n\ndata: [DONE]\n\n"))
 	if p, c := sse.tokens(); p != 3 || c != 7 {

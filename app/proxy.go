@@ -164,34 +164,46 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int,
 		}
 		return nil, http.StatusBadRequest, fmt.Errorf("read request body: %w", err)
 	}
+	// Read whole: closing it spares net/http a drain before the response
+	// head, whose pooled copy buffer needs more stack than a stream has.
+	r.Body.Close()
 	return body, 0, nil
 }
 
 // proxy returns the handler of a model-routed route.
 func (h *Handler) proxy(rt route) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		a := accessFrom(r.Context())
-		body, status, err := h.readBody(w, r)
-		if err != nil {
-			writeError(w, rt.dialect, status, err.Error())
-			return
+		if v, body, cands, ok := h.candidates(w, r, rt); ok {
+			h.forward(w, r, rt, v, body, cands)
 		}
-		model, err := parseModel(body)
-		if err != nil {
-			var invalid *fleet.ValidationError
-			errors.As(err, &invalid)
-			writeError(w, rt.dialect, http.StatusBadRequest, invalid.Msg)
-			return
-		}
-		a.model = model
-		v := h.view.get(r.Context(), h.now())
-		cands, err := v.snap.Candidates(model, h.routing())
-		if err != nil {
-			writeErr(w, r, rt.dialect, err)
-			return
-		}
-		h.forward(w, r, rt, v, body, v.settings.Strategy.Narrow(cands))
 	}
+}
+
+// candidates reads the request and returns the nodes that may serve it,
+// or answers it with the error that stops it. It is apart from proxy so
+// that its frame is off the stack before the response streams (see tail).
+func (h *Handler) candidates(w http.ResponseWriter, r *http.Request, rt route) (*view, []byte, []fleet.Candidate, bool) {
+	a := accessFrom(r.Context())
+	body, status, err := h.readBody(w, r)
+	if err != nil {
+		writeError(w, rt.dialect, status, err.Error())
+		return nil, nil, nil, false
+	}
+	model, err := parseModel(body)
+	if err != nil {
+		var invalid *fleet.ValidationError
+		errors.As(err, &invalid)
+		writeError(w, rt.dialect, http.StatusBadRequest, invalid.Msg)
+		return nil, nil, nil, false
+	}
+	a.model = model
+	v := h.view.get(r.Context(), h.now())
+	cands, err := v.snap.Candidates(model, h.routing())
+	if err != nil {
+		writeErr(w, r, rt.dialect, err)
+		return nil, nil, nil, false
+	}
+	return v, body, v.settings.Strategy.Narrow(cands), true
 }
 
 // forward sends the request to the least loaded candidate and relays the
@@ -211,7 +223,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, rt route, v *v
 			writeErr(w, r, rt.dialect, err)
 			return
 		}
-		node := cands[i].Node
+		node := &cands[i].Node
 		resp, err := h.send(ctx, r, rt, v.urls[node.ID], body)
 		if err == nil && resp.StatusCode == http.StatusServiceUnavailable && len(cands) > 1 {
 			// Busy (Ollama's queue is full): skip this node for this
@@ -225,12 +237,11 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, rt route, v *v
 				return // the client went away; nobody to answer
 			}
 			if errors.Is(err, errFirstByteTimeout) {
-				a.node = node.Name
-				writeError(w, rt.dialect, http.StatusGatewayTimeout, fmt.Sprintf("node %s sent no response within %s", node.Name, h.cfg.FirstByteTimeout))
+				h.answerTimeout(w, rt, a, node)
 				return
 			}
 			if !errors.Is(err, errBusy) {
-				h.markUnreachable(ctx, node, err)
+				h.markUnreachable(ctx, *node, err)
 			}
 			lastErr = err
 			a.retries++
@@ -243,6 +254,18 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, rt route, v *v
 		release()
 		return
 	}
+	h.answerNoNode(w, rt, a, lastErr)
+}
+
+// The answers of a forward that found no node are written apart, to keep
+// forward's frame, which stays on the stack for the whole stream, small.
+
+func (h *Handler) answerTimeout(w http.ResponseWriter, rt route, a *access, node *fleet.Node) {
+	a.node = node.Name
+	writeError(w, rt.dialect, http.StatusGatewayTimeout, fmt.Sprintf("node %s sent no response within %s", node.Name, h.cfg.FirstByteTimeout))
+}
+
+func (h *Handler) answerNoNode(w http.ResponseWriter, rt route, a *access, lastErr error) {
 	if a.retries > 0 {
 		a.retries-- // the last attempt was not a retry
 	}

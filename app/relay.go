@@ -35,7 +35,7 @@ func kindOf(contentType string) streamKind {
 // from the node is written and flushed at once, so no token waits for
 // another. When the node fails mid-stream the client gets a final error it
 // can see, never a silent truncation.
-func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rt route, node fleet.Node, resp *http.Response) {
+func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rt route, node *fleet.Node, resp *http.Response) {
 	defer resp.Body.Close()
 	a := accessFrom(r.Context())
 	hdr := w.Header()
@@ -44,18 +44,29 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rt route, node f
 	kind := kindOf(resp.Header.Get("Content-Type"))
 	w.WriteHeader(resp.StatusCode)
 
-	bp := h.bufs.Get().(*[]byte)
-	defer h.bufs.Put(bp)
-	buf := *bp
-	var t tail
+	// A stream spends nearly all its life waiting for the next token. Wait
+	// for it before taking a buffer, so an idle stream holds none: at
+	// thousands of streams the buffers would be the largest cost. A whole
+	// document is read straight into the buffer instead, in larger reads.
+	waiter, _ := resp.Body.(interface{ waitData() })
+	if kind == plainBody {
+		waiter = nil
+	}
+	t := &a.tail
 	lastNewline := true
 	for {
-		n, rerr := resp.Body.Read(buf)
+		if waiter != nil {
+			waiter.waitData()
+		}
+		bp := h.bufs.Get().(*[]byte)
+		n, rerr := resp.Body.Read(*bp)
 		if n > 0 {
-			chunk := buf[:n]
+			chunk := (*bp)[:n]
 			t.add(chunk)
 			lastNewline = chunk[n-1] == '\n'
-			if _, werr := w.Write(chunk); werr != nil {
+			_, werr := w.Write(chunk)
+			h.bufs.Put(bp)
+			if werr != nil {
 				return // the client is gone; closing the body cancels the node
 			}
 			// Flush every chunk of a stream at once, except one that came
@@ -64,6 +75,8 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rt route, node f
 			if kind != plainBody && rerr == nil {
 				flush(w)
 			}
+		} else {
+			h.bufs.Put(bp)
 		}
 		if rerr == io.EOF {
 			break
@@ -90,11 +103,11 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rt route, node f
 var sseDone = []byte("data: [DONE]")
 
 // streamFailed reports a node failure after the response started.
-func (h *Handler) streamFailed(w http.ResponseWriter, r *http.Request, rt route, node fleet.Node, kind streamKind, lastNewline bool, cause error) {
+func (h *Handler) streamFailed(w http.ResponseWriter, r *http.Request, rt route, node *fleet.Node, kind streamKind, lastNewline bool, cause error) {
 	a := accessFrom(r.Context())
 	msg := "node " + node.Name + " failed mid-stream: " + shortReason(cause)
 	a.streamErr = msg
-	h.markUnreachable(r.Context(), node, cause)
+	h.markUnreachable(r.Context(), *node, cause)
 	switch kind {
 	case ndjsonBody:
 		line, _ := json.Marshal(map[string]string{"error": msg})
@@ -134,11 +147,16 @@ func flush(w http.ResponseWriter) {
 	_ = http.NewResponseController(w).Flush()
 }
 
-// tail keeps the last bytes of a response, enough to hold its final
-// NDJSON line, SSE usage event or JSON object, from which the token counts
-// are read once the response ends.
+// tail keeps the last bytes of a response, from which the token counts are
+// read once it ends: Ollama puts them last in its final NDJSON line or
+// JSON object (after a generate's context array), OpenAI in the usage
+// object of the last event before [DONE]. Every stream holds one, so it is
+// kept small, and in the request's access record rather than on the stack:
+// net/http needs ~3 KiB of stack to write the response head, and with the
+// relay's frame lean the whole streaming path fits the goroutine's 8 KiB
+// stack instead of doubling it (TestStreamFitsInitialStack).
 type tail struct {
-	buf [2048]byte
+	buf [512]byte
 	n   int
 }
 

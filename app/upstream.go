@@ -42,7 +42,7 @@ import (
 )
 
 const (
-	upReadBufferSize   = 4 << 10 // the one buffer a connection holds
+	upReadBufferSize   = 2 << 10 // the one buffer a connection holds: a token line is ~200 bytes
 	upMaxIdlePerHost   = 1024    // idle connections kept per node
 	upIdleTimeout      = 90 * time.Second
 	upMaxHeaderBytes   = 1 << 20  // response head, 1xx included
@@ -98,22 +98,29 @@ type upConn struct {
 	tls    *tls.ConnectionState
 	limit  int64 // bytes the response head may still take; <0: no limit
 	idleAt time.Time
-	reused bool // taken from the pool rather than dialed for this request
+	reused bool  // taken from the pool rather than dialed for this request
+	rerr   error // the connection's first read error, returned from then on
 }
 
 // Read feeds the connection's bufio.Reader, bounding the response head.
+// A read error is sticky, as a connection that failed is never read again:
+// bufio hands an error out once, and a reset reported to Peek must not turn
+// into a clean end of the stream for the Read after it.
 func (c *upConn) Read(p []byte) (int, error) {
-	if c.limit < 0 {
-		return c.conn.Read(p)
+	if c.rerr != nil {
+		return 0, c.rerr
 	}
 	if c.limit == 0 {
 		return 0, errors.New("aivonx: node's response head is too large")
 	}
-	if int64(len(p)) > c.limit {
+	if c.limit > 0 && int64(len(p)) > c.limit {
 		p = p[:c.limit]
 	}
 	n, err := c.conn.Read(p)
-	c.limit -= int64(n)
+	if c.limit > 0 {
+		c.limit -= int64(n)
+	}
+	c.rerr = err
 	return n, err
 }
 
@@ -356,6 +363,15 @@ func (b *upBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// waitData blocks until the node has sent more of the body, or the
+// connection failed, so that the caller takes a buffer only once there is
+// something to copy into it. A failure is left for Read to report.
+func (b *upBody) waitData() {
+	if b.state.Load() == bodyReading && b.c.br.Buffered() == 0 {
+		_, _ = b.c.br.Peek(1)
+	}
+}
+
 // Close ends the body. Before its end that closes the connection: a
 // half-read connection is never reused. Idempotent, and safe to call while
 // another goroutine is in Read.
@@ -400,9 +416,30 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// dial opens a connection to a node. Every failure, the TLS handshake's
-// included, is a *net.OpError with Op "dial".
+// dial opens a connection to a node, on a goroutine of its own. Connecting
+// (the socket's deadline timers, the resolver, a TLS handshake) takes more
+// stack than all the rest of a stream, and a goroutine's stack, once grown,
+// stays grown while the goroutine lives: dialing on the request's goroutine
+// would double the stack of every stream for its whole life, from 8 to 16
+// KiB, which at thousands of streams is a third of the proxy's memory. The
+// dialing goroutine's stack is freed when it returns.
 func (t *upstream) dial(ctx context.Context, key poolKey, hostname string) (*upConn, error) {
+	type dialed struct {
+		c   *upConn
+		err error
+	}
+	ch := make(chan dialed, 1)
+	go func() {
+		c, err := t.connect(ctx, key, hostname)
+		ch <- dialed{c, err}
+	}()
+	d := <-ch
+	return d.c, d.err
+}
+
+// connect opens a connection to a node. Every failure, the TLS handshake's
+// included, is a *net.OpError with Op "dial".
+func (t *upstream) connect(ctx context.Context, key poolKey, hostname string) (*upConn, error) {
 	raw, err := t.dialer.DialContext(ctx, "tcp", key.addr)
 	if err != nil {
 		return nil, err

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -756,5 +757,36 @@ func TestNewTransportIsUpstream(t *testing.T) {
 	}
 	if _, ok := rt.(interface{ CloseIdleConnections() }); !ok {
 		t.Fatal("no CloseIdleConnections")
+	}
+}
+
+// resetOnce is a connection that fails one read with a reset and would
+// then report a clean end, as a reset socket does when read again.
+type resetOnce struct {
+	net.Conn
+	reads int
+}
+
+func (c *resetOnce) Read([]byte) (int, error) {
+	c.reads++
+	if c.reads == 1 {
+		return 0, syscall.ECONNRESET
+	}
+	return 0, io.EOF
+}
+
+func (c *resetOnce) Close() error { return nil }
+
+// waitData peeks, and bufio hands a read error out only once: the Read
+// after it must still see the reset, not a clean end of a close-delimited
+// body (a silent truncation).
+func TestUpstreamReadErrorIsSticky(t *testing.T) {
+	conn := &resetOnce{}
+	c := &upConn{conn: conn, raw: conn, limit: -1}
+	c.br = bufio.NewReaderSize(c, upReadBufferSize)
+	b := &upBody{rc: io.NopCloser(c.br), c: c, ctx: context.Background(), stop: func() bool { return true }}
+	b.waitData()
+	if _, err := b.Read(make([]byte, 64)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("Read after a failed wait = %v, want the reset", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -116,7 +117,8 @@ func run() error {
 	defer stop(proxy)
 	targets = append(targets, target{name: "aivonx (embedded)", url: purl, pid: proxy.Process.Pid})
 	if o.redisURL != "" && o.databaseURL != "" {
-		env := []string{"DATABASE_URL=" + o.databaseURL, "REDIS_URL=" + o.redisURL, "AIVONX_REDIS_PREFIX=loadbench:"}
+		env := []string{"DATABASE_URL=" + o.databaseURL, "REDIS_URL=" + o.redisURL, "AIVONX_REDIS_PREFIX=loadbench:",
+			"AIVONX_SECRET_KEY=" + rand.Text() + rand.Text()}
 		if out, err := exec.Command(o.bin, append([]string{"migrate", "up"}, "--database-url", o.databaseURL)...).CombinedOutput(); err != nil {
 			return fmt.Errorf("migrate: %v: %s", err, out)
 		}
