@@ -128,6 +128,9 @@ func runServe(c *cli.Context) error {
 		go servePprof(addr, log)
 	}
 	err = listen(ctx, c, h, log)
+	if f, ok := b.inflight.(interface{ Flush() }); ok {
+		f.Flush() // other replicas stop counting this one's leases now, not after their TTL
+	}
 	if ferr := h.FlushUsage(context.Background()); ferr != nil {
 		log.Warn("api key usage not written at shutdown", "err", ferr.Error())
 	}

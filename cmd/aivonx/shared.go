@@ -56,7 +56,11 @@ func openShared(c *cli.Context, log *slog.Logger, dbURL, redisURL string) (*back
 	b.requests = store
 	b.statuses = st
 	b.passes = st
-	b.inflight = redis.NewInFlight(rc, prefix, cmp.Or(c.Duration(leaseTTLFlag.Name), redis.DefaultLeaseTTL), log)
+	inflight := redis.NewInFlight(rc, prefix, cmp.Or(c.Duration(leaseTTLFlag.Name), redis.DefaultLeaseTTL), log)
+	if inLambda() {
+		inflight.ReleaseInline() // nothing runs between invocations
+	}
+	b.inflight = inflight
 	b.lock = redis.NewWorkerLock(rc, prefix, cmp.Or(c.Duration(lockTTLFlag.Name), redis.DefaultLockTTL))
 	b.deps = []app.Dependency{
 		{Name: "postgres", Check: func(ctx context.Context) error { return pool.Ping(ctx) }},

@@ -32,11 +32,17 @@ const (
 // with the fewest live leases (ties broken by ARGV[3], a random number from
 // the caller, since scripts have no good randomness of their own) and adds
 // the new lease to it, scored by its expiry. Redis's own clock is used
-// throughout, so replicas with skewed clocks agree.
+// throughout, so replicas with skewed clocks agree. It first removes the
+// caller's released leases whose removal may not have landed yet, so that
+// a replica's own releases count in its next choice at once.
 //
 // KEYS: the candidates' lease sets. ARGV: lease ID, lease TTL (ms), random
-// non-negative integer. Returns the 0-based index of the chosen key.
+// non-negative integer, then pairs of (1-based key index, released lease
+// ID). Returns the 0-based index of the chosen key.
 var acquireScript = goredis.NewScript(`
+for i = 4, #ARGV, 2 do
+  redis.call('ZREM', KEYS[tonumber(ARGV[i])], ARGV[i + 1])
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[2])
@@ -56,20 +62,29 @@ redis.call('PEXPIRE', KEYS[pick], ttl)
 return pick - 1
 `)
 
-// renewScript moves a lease's expiry to now + TTL, adding it again if it
-// was lost (Redis restarted, or the lease was taken while Redis was down).
-// Every lease of the set expires within the TTL, so the set's own TTL can be
-// reset to it. KEYS[1]: the lease set. ARGV: lease ID, lease TTL (ms).
+// renewScript moves the expiry of leases of one set to now + TTL, adding
+// those that were lost (Redis restarted, or the lease was taken while Redis
+// was down). Every lease of the set expires within the TTL, so the set's
+// own TTL can be reset to it. KEYS[1]: the lease set. ARGV: lease TTL (ms),
+// then the lease IDs.
 var renewScript = goredis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local expiry = now + tonumber(ARGV[1])
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], expiry, ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 `)
 
-// countScript counts the live leases of each key, by Redis's clock.
+// countScript counts the live leases of each key, by Redis's clock, after
+// removing the caller's released leases as acquireScript does. ARGV: pairs
+// of (1-based key index, released lease ID).
 var countScript = goredis.NewScript(`
+for i = 1, #ARGV, 2 do
+  redis.call('ZREM', KEYS[tonumber(ARGV[i])], ARGV[i + 1])
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {}
@@ -82,9 +97,17 @@ return out
 // InFlight counts the requests in flight on each node across every replica,
 // as leases in Redis: a per-node sorted set of lease IDs scored by expiry.
 // A lease is taken atomically with the choice of the least loaded node (one
-// Lua script, one round trip), renewed every TTL/3 while it is held, so that
-// long streams keep it, and removed on release. A process that dies without
-// releasing leaks nothing beyond the lease TTL.
+// Lua script, one round trip), so that replicas never pile onto the same
+// idle node. Everything else happens off the request path, in one
+// background goroutine that runs while leases are held: released leases are
+// removed from Redis in batches as soon as it can (a request does not wait
+// for its removal, and concurrent releases share one round trip), and held
+// leases are renewed together every TTL/3, so that long streams keep them.
+// A process that dies without releasing leaks nothing beyond the lease TTL.
+//
+// Between a release and its removal, which takes a round trip, the lease
+// still counts for other replicas; this replica's next Acquire or Counts
+// removes it first, in the same call, so its own releases count at once.
 //
 // When Redis cannot be reached InFlight degrades instead of failing: it
 // chooses by this process's own counts (which it always keeps), logs one
@@ -100,12 +123,19 @@ type InFlight struct {
 	timeout  time.Duration // see redisTimeout
 	cooldown time.Duration // see redisCooldown
 	noRenew  bool          // test hook: behave like a process killed with SIGKILL
+	inline   bool          // see ReleaseInline
 
-	mu      sync.Mutex
-	local   map[int64]int // this process's leases per node, in Redis or not
-	down    bool          // Redis failed and has not answered since
-	retryAt time.Time     // while down: when to try Redis again
-	probing bool          // while down: one call is trying Redis
+	mu       sync.Mutex
+	local    map[int64]int       // this process's leases per node, in Redis or not
+	held     map[*lease]struct{} // leases to renew
+	gone     []*lease            // released leases to remove from Redis
+	unremoved map[*lease]struct{} // released leases in Redis until their removal lands
+	upkeep   bool                // the upkeep goroutine runs
+	removeMu sync.Mutex          // one removal at a time, so Flush waits for one in progress
+	wake     chan struct{}       // tells upkeep that gone is not empty
+	down     bool                // Redis failed and has not answered since
+	retryAt  time.Time           // while down: when to try Redis again
+	probing  bool                // while down: one call is trying Redis
 }
 
 // NewInFlight returns an InFlight whose keys start with prefix (empty means
@@ -126,6 +156,9 @@ func NewInFlight(client *goredis.Client, prefix string, leaseTTL time.Duration, 
 		timeout:  redisTimeout,
 		cooldown: redisCooldown,
 		local:    make(map[int64]int),
+		held:     make(map[*lease]struct{}),
+		unremoved: make(map[*lease]struct{}),
+		wake:     make(chan struct{}, 1),
 	}
 }
 
@@ -142,15 +175,17 @@ func (f *InFlight) Acquire(ctx context.Context, nodeIDs []int64) (chosen int, re
 	if len(nodeIDs) == 0 {
 		return -1, func() {}, fleet.ErrNoCandidate
 	}
-	l := &lease{f: f, id: leaseID()}
+	l := &lease{id: leaseID()}
 	chosen = -1
 	if try, probe := f.useRedis(); try {
 		keys := make([]string, len(nodeIDs))
 		for i, id := range nodeIDs {
 			keys[i] = f.key(id)
 		}
+		args := append(make([]any, 0, 8), l.id, f.leaseTTL.Milliseconds(), mrand.Int32())
+		args = f.appendUnremoved(args, nodeIDs)
 		cctx, cancel := context.WithTimeout(ctx, f.timeout)
-		i, err := acquireScript.Run(cctx, f.client, keys, l.id, f.leaseTTL.Milliseconds(), mrand.Int32()).Int()
+		i, err := acquireScript.Run(cctx, f.client, keys, args...).Int()
 		cancel()
 		switch {
 		case err == nil && i >= 0 && i < len(nodeIDs):
@@ -158,7 +193,12 @@ func (f *InFlight) Acquire(ctx context.Context, nodeIDs []int64) (chosen int, re
 			chosen, l.inRedis = i, true
 		case ctx.Err() != nil:
 			f.abandoned(probe)
-			f.cleanup(keys, l.id) // the script may have run
+			// The script may have run: remove the lease from every
+			// candidate.
+			l.maybe, l.done = keys, true
+			f.mu.Lock()
+			f.removeLocked(l)
+			f.mu.Unlock()
 			return -1, func() {}, ctx.Err()
 		default:
 			if err == nil {
@@ -171,18 +211,17 @@ func (f *InFlight) Acquire(ctx context.Context, nodeIDs []int64) (chosen int, re
 		}
 	}
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	if chosen < 0 {
 		chosen = fleet.PickLeast(len(nodeIDs), func(i int) int { return f.local[nodeIDs[i]] }, mrand.IntN)
 	}
 	f.local[nodeIDs[chosen]]++
-	f.mu.Unlock()
 	l.node, l.key = nodeIDs[chosen], f.key(nodeIDs[chosen])
 	if !f.noRenew {
-		l.mu.Lock() // the timer's first run must see l.timer
-		l.timer = time.AfterFunc(f.leaseTTL/3, l.renew)
-		l.mu.Unlock()
+		f.held[l] = struct{}{}
+		f.startUpkeepLocked()
 	}
-	return chosen, l.release, nil
+	return chosen, func() { f.release(l) }, nil
 }
 
 // Counts returns the number of live leases on each of nodeIDs, every
@@ -199,7 +238,7 @@ func (f *InFlight) Counts(ctx context.Context, nodeIDs []int64) (map[int64]int, 
 			keys[i] = f.key(id)
 		}
 		cctx, cancel := context.WithTimeout(ctx, f.timeout)
-		ns, err := countScript.Run(cctx, f.client, keys).Int64Slice()
+		ns, err := countScript.Run(cctx, f.client, keys, f.appendUnremoved(nil, nodeIDs)...).Int64Slice()
 		cancel()
 		switch {
 		case err == nil && len(ns) == len(nodeIDs):
@@ -273,106 +312,226 @@ func (f *InFlight) abandoned(probe bool) {
 	}
 }
 
-// cleanup removes a lease that may or may not have been added to keys, in
-// the background.
-func (f *InFlight) cleanup(keys []string, id string) {
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
-		defer cancel()
-		_, _ = f.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
-			for _, k := range keys {
-				p.ZRem(ctx, k, id)
-			}
-			return nil
-		})
-	}()
-}
-
-// lease is one request's slot on one node.
+// lease is one request's slot on one node. Its fields after Acquire are
+// guarded by InFlight.mu.
 type lease struct {
-	f       *InFlight
 	id      string
 	node    int64
 	key     string
 	maybe   []string // keys the acquire script may have written to
-	inRedis bool     // known to be in Redis; guarded by mu after Acquire
-
-	mu    sync.Mutex // held during a renewal, so release waits for it
-	timer *time.Timer
-	done  bool
+	inRedis bool     // known to be in Redis
+	done    bool     // released
+	queued  bool     // in gone, or removed
 }
 
-// renew runs every TTL/3 until release. It re-adds the lease if it is
-// missing, so leases taken while Redis was down become shared once it is
-// back.
-func (l *lease) renew() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.done {
-		return
-	}
-	f := l.f
-	if try, _ := f.useRedis(); try {
-		ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
-		err := renewScript.Run(ctx, f.client, []string{l.key}, l.id, f.leaseTTL.Milliseconds()).Err()
-		cancel()
-		if err != nil {
-			f.failed("renew", err)
-		} else {
-			f.succeeded()
-			l.inRedis = true
-		}
-	}
-	l.timer.Reset(f.leaseTTL / 3)
-}
+// ReleaseInline makes release wait until the lease is removed from Redis,
+// as AWS Lambda needs: it freezes the process between invocations, so a
+// removal left to the background would wait for the next invocation, or
+// for the lease TTL. Call it before the first Acquire.
+func (f *InFlight) ReleaseInline() { f.inline = true }
 
-func (l *lease) release() {
-	l.mu.Lock()
+// release ends a lease: at once in this process's counts, and in Redis by
+// the upkeep goroutine. Later calls do nothing.
+func (f *InFlight) release(l *lease) {
+	f.mu.Lock()
 	if l.done {
-		l.mu.Unlock()
+		f.mu.Unlock()
 		return
 	}
 	l.done = true
-	if l.timer != nil {
-		l.timer.Stop()
-	}
-	inRedis, maybe := l.inRedis, l.maybe
-	l.mu.Unlock()
-
-	f := l.f
-	f.mu.Lock()
+	delete(f.held, l)
 	if f.local[l.node]--; f.local[l.node] <= 0 {
 		delete(f.local, l.node)
 	}
+	queued := l.inRedis || l.maybe != nil
+	if queued {
+		f.removeLocked(l)
+	}
 	f.mu.Unlock()
+	if queued && f.inline {
+		f.removeGone()
+	}
+}
 
-	if !inRedis && maybe == nil {
+// removeLocked queues a released lease for removal from Redis. f.mu must
+// be held.
+func (f *InFlight) removeLocked(l *lease) {
+	if l.queued {
 		return
 	}
-	// While Redis is down the lease is left to expire by itself: waiting
-	// for a dead server would delay the end of the response.
+	l.queued = true
+	if l.inRedis && l.maybe == nil {
+		f.unremoved[l] = struct{}{}
+	}
+	f.gone = append(f.gone, l)
+	f.startUpkeepLocked()
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+// startUpkeepLocked starts the upkeep goroutine unless it runs. f.mu must
+// be held.
+func (f *InFlight) startUpkeepLocked() {
+	if !f.upkeep {
+		f.upkeep = true
+		go f.runUpkeep()
+	}
+}
+
+// runUpkeep removes released leases as soon as there are any, and renews
+// the held ones every TTL/3. Both happen here only, one after the other, so
+// a renewal can never re-add a lease after its removal. It returns once a
+// renewal finds nothing held and nothing to remove.
+func (f *InFlight) runUpkeep() {
+	tick := time.NewTicker(f.leaseTTL / 3)
+	defer tick.Stop()
+	for {
+		select {
+		case <-f.wake:
+			f.removeGone()
+		case <-tick.C:
+			f.renewHeld()
+			f.removeGone()
+			f.mu.Lock()
+			if len(f.held) == 0 && len(f.gone) == 0 {
+				f.upkeep = false
+				f.mu.Unlock()
+				return
+			}
+			f.mu.Unlock()
+		}
+	}
+}
+
+// removeGone removes the released leases from Redis, in one round trip.
+// While Redis is down they are left to expire by themselves.
+func (f *InFlight) removeGone() {
+	f.removeMu.Lock()
+	defer f.removeMu.Unlock()
+	f.mu.Lock()
+	batch := f.gone
+	f.gone = nil
+	f.mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	defer func() {
+		f.mu.Lock()
+		for _, l := range batch {
+			delete(f.unremoved, l)
+		}
+		f.mu.Unlock()
+	}()
 	if try, _ := f.useRedis(); !try {
 		return
 	}
+	ids := make(map[string][]any)
+	for _, l := range batch {
+		keys := l.maybe
+		if keys == nil {
+			keys = []string{l.key}
+		}
+		for _, k := range keys {
+			ids[k] = append(ids[k], l.id)
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
 	defer cancel()
-	var err error
-	if maybe == nil {
-		err = f.client.ZRem(ctx, l.key, l.id).Err()
-	} else {
-		_, err = f.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
-			for _, k := range maybe {
-				p.ZRem(ctx, k, l.id)
-			}
-			return nil
-		})
-	}
+	_, err := f.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for k, members := range ids {
+			p.ZRem(ctx, k, members...)
+		}
+		return nil
+	})
 	if err != nil {
 		f.failed("release", err)
 	} else {
 		f.succeeded()
 	}
 }
+
+// maxPiggyback bounds the released leases one acquire removes.
+const maxPiggyback = 64
+
+// appendUnremoved adds to an acquire's arguments the released leases on
+// nodeIDs whose removal has not landed yet, as (key index, lease ID).
+func (f *InFlight) appendUnremoved(args []any, nodeIDs []int64) []any {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for l := range f.unremoved {
+		for i, id := range nodeIDs {
+			if l.node == id && n < maxPiggyback {
+				args = append(args, i+1, l.id)
+				n++
+			}
+		}
+	}
+	return args
+}
+
+// renewBatch bounds the lease IDs sent in one renewal call.
+const renewBatch = 1000
+
+// renewHeld moves the expiry of every held lease, one call per node (and
+// per thousand leases). A lease taken while Redis was down is added back,
+// so that it is shared once Redis is.
+func (f *InFlight) renewHeld() {
+	f.mu.Lock()
+	byKey := make(map[string][]*lease)
+	for l := range f.held {
+		byKey[l.key] = append(byKey[l.key], l)
+	}
+	f.mu.Unlock()
+	if len(byKey) == 0 {
+		return
+	}
+	if try, _ := f.useRedis(); !try {
+		return
+	}
+	var renewed []*lease
+	var err error
+	for key, ls := range byKey {
+		for len(ls) > 0 && err == nil {
+			n := min(len(ls), renewBatch)
+			args := make([]any, 0, n+1)
+			args = append(args, f.leaseTTL.Milliseconds())
+			for _, l := range ls[:n] {
+				args = append(args, l.id)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
+			err = renewScript.Run(ctx, f.client, []string{key}, args...).Err()
+			cancel()
+			if err == nil {
+				renewed = append(renewed, ls[:n]...)
+			}
+			ls = ls[n:]
+		}
+	}
+	if err != nil {
+		f.failed("renew", err)
+	} else {
+		f.succeeded()
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, l := range renewed {
+		l.inRedis = true
+		if l.done && !l.queued {
+			// Released while it was being renewed, which may have added
+			// it again: remove it.
+			f.removeLocked(l)
+		}
+	}
+}
+
+// Flush removes from Redis the leases released so far, waiting for the
+// removal. A replica that shuts down calls it after its last response, so
+// that other replicas stop counting its leases at once rather than after
+// the lease TTL.
+func (f *InFlight) Flush() { f.removeGone() }
 
 // leaseID returns a random lease ID, unique across replicas.
 func leaseID() string {

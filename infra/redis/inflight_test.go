@@ -95,6 +95,9 @@ func TestInFlight(t *testing.T) {
 		for _, r := range releases {
 			r()
 		}
+		// Removal lands in the background; Flush waits for it.
+		r1.Flush()
+		r2.Flush()
 		if got := counts(t, r2, 1, 2, 3); got[1]+got[2]+got[3] != 0 {
 			t.Fatalf("Counts after every release = %v, want zeros", got)
 		}
@@ -109,6 +112,19 @@ func TestInFlight(t *testing.T) {
 			t.Fatalf("count after a double release = %d, want 1 (the other lease)", got)
 		}
 		other()
+	})
+
+	t.Run("ReleaseInline", func(t *testing.T) {
+		// Under Lambda a release must land before the invocation ends.
+		inline := redis.NewInFlight(c, prefix, 10*time.Second, nil)
+		inline.ReleaseInline()
+		for range 20 {
+			_, release := acquire(t, inline, 6)
+			release()
+			if got := counts(t, r2, 6)[6]; got != 0 {
+				t.Fatalf("another replica counts %d leases right after an inline release, want 0", got)
+			}
+		}
 	})
 
 	t.Run("ContextDone", func(t *testing.T) {
@@ -154,6 +170,7 @@ func TestInFlight_LeaseTTL(t *testing.T) {
 	} else {
 		release()
 	}
+	live.Flush()
 	if n := c.ZCard(testCtx(t), prefix+"inflight:2").Val(); n != 0 {
 		t.Errorf("the lease set of node 2 still holds %d leases", n)
 	}
@@ -275,6 +292,7 @@ func TestInFlight_RedisDown(t *testing.T) {
 	for _, r := range releases[20:] {
 		r()
 	}
+	f.Flush()
 	if got, err := other.Counts(ctx, []int64{1, 2, 3, 4, 5}); err != nil || got[1]+got[2]+got[3]+got[4]+got[5] != 0 {
 		t.Fatalf("Counts after every release = %v, %v", got, err)
 	}
