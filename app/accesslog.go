@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -111,7 +112,24 @@ func (h *Handler) serveLogged(w http.ResponseWriter, r *http.Request) {
 			panic(p)
 		}
 	}()
+	if n := headBytes(r); n > h.cfg.MaxHeaderBytes {
+		writeError(rec, dialectOf(r.URL.Path), http.StatusRequestHeaderFieldsTooLarge,
+			"request headers are "+strconv.Itoa(n)+" bytes, more than the "+strconv.Itoa(h.cfg.MaxHeaderBytes)+" allowed")
+		return
+	}
 	h.router.ServeHTTP(rec, r)
+}
+
+// headBytes is the size of a request's head as it came: the request line
+// and every header line.
+func headBytes(r *http.Request) int {
+	n := len(r.Method) + len(r.RequestURI) + len(r.Proto) + 4
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
 }
 
 func (h *Handler) logAccess(r *http.Request, a *access) {

@@ -39,6 +39,11 @@ type Config struct {
 	// MaxBodyBytes caps request bodies (413 above it). Zero means 64 MiB:
 	// base64 images are large.
 	MaxBodyBytes int64
+	// MaxHeaderBytes caps the request line and headers (431 in the route's
+	// error shape above it). Zero means 64 KiB. The HTTP server in front
+	// must accept more (ServerHeaderBytes), or it answers first, in plain
+	// text.
+	MaxHeaderBytes int
 	// FirstByteTimeout bounds the wait for a node's response headers. It is
 	// long because a node may have to load a model first. Zero means 5m.
 	FirstByteTimeout time.Duration
@@ -68,6 +73,15 @@ type Config struct {
 	Observe ObserveConfig
 }
 
+// ServerHeaderBytes is what the HTTP server should accept for a request's
+// head (http.Server.MaxHeaderBytes) so that the handler, not the server,
+// answers heads above Config.MaxHeaderBytes: four times the handler's cap.
+// Heads larger still are answered by net/http itself, in plain text.
+func ServerHeaderBytes(c Config) int {
+	c.setDefaults()
+	return 4 * c.MaxHeaderBytes
+}
+
 // Dependency is something /api/health reports on.
 type Dependency struct {
 	Name  string
@@ -78,6 +92,7 @@ func (c *Config) setDefaults() {
 	c.Mode = cmp.Or(c.Mode, "embedded")
 	c.Version = cmp.Or(c.Version, "dev")
 	c.MaxBodyBytes = cmp.Or(c.MaxBodyBytes, 64<<20)
+	c.MaxHeaderBytes = cmp.Or(c.MaxHeaderBytes, 64<<10)
 	c.FirstByteTimeout = cmp.Or(c.FirstByteTimeout, 5*time.Minute)
 	c.DialTimeout = cmp.Or(c.DialTimeout, 5*time.Second)
 	c.StatusMaxAge = cmp.Or(c.StatusMaxAge, 30*time.Second)
@@ -87,8 +102,8 @@ func (c *Config) setDefaults() {
 
 func (c *Config) validate() error {
 	switch {
-	case c.MaxBodyBytes < 0:
-		return errors.New("MaxBodyBytes must not be negative")
+	case c.MaxBodyBytes < 0, c.MaxHeaderBytes < 0:
+		return errors.New("MaxBodyBytes and MaxHeaderBytes must not be negative")
 	case c.FirstByteTimeout < 0, c.DialTimeout < 0, c.StatusMaxAge < 0, c.RefreshEvery < 0, c.MarkFor < 0:
 		return errors.New("durations must not be negative")
 	}

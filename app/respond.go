@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/aivonx/aivonx/app/fleet"
 )
@@ -31,10 +32,19 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // writeError answers with status and message in the route's own error shape.
+// dialectOf is the error shape of a path that has no route to say: the
+// OpenAI one under /v1/, Ollama's elsewhere.
+func dialectOf(path string) dialect {
+	if strings.HasPrefix(path, "/v1/") {
+		return openAIDialect
+	}
+	return ollamaDialect
+}
+
 func writeError(w http.ResponseWriter, d dialect, status int, msg string) {
 	if d == openAIDialect {
 		typ := "api_error"
-		if status == http.StatusBadRequest || status == http.StatusRequestEntityTooLarge {
+		if status == http.StatusBadRequest || status == http.StatusRequestEntityTooLarge || status == http.StatusRequestHeaderFieldsTooLarge {
 			typ = "invalid_request_error"
 		}
 		writeJSON(w, status, map[string]any{"error": map[string]any{"message": msg, "type": typ, "param": nil, "code": nil}})

@@ -127,7 +127,7 @@ func runServe(c *cli.Context) error {
 	if addr := c.String("pprof-addr"); addr != "" {
 		go servePprof(addr, log)
 	}
-	err = listen(ctx, c, h, log)
+	err = listen(ctx, c, h, app.ServerHeaderBytes(cfg), log)
 	if f, ok := b.inflight.(interface{ Flush() }); ok {
 		f.Flush() // other replicas stop counting this one's leases now, not after their TTL
 	}
@@ -156,12 +156,14 @@ func servePprof(addr string, log *slog.Logger) {
 
 // listen serves HTTP until ctx ends, then stops accepting, lets in-flight
 // streams finish up to the shutdown timeout, and cuts the rest.
-func listen(ctx context.Context, c *cli.Context, h http.Handler, log *slog.Logger) error {
+func listen(ctx context.Context, c *cli.Context, h http.Handler, maxHeaderBytes int, log *slog.Logger) error {
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: c.Duration("read-header-timeout"),
-		MaxHeaderBytes:    64 << 10,
-		IdleTimeout:       2 * time.Minute,
+		// Above the handler's own cap, so that it answers in the route's
+		// error shape.
+		MaxHeaderBytes: maxHeaderBytes,
+		IdleTimeout:    2 * time.Minute,
 		// No WriteTimeout: a stream may run for many minutes.
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
