@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
 	"strconv"
@@ -28,38 +29,60 @@ const (
 	redisCooldown = 1500 * time.Millisecond
 )
 
-// acquireScript drops the expired leases of every candidate, picks the one
-// with the fewest live leases (ties broken by ARGV[3], a random number from
-// the caller, since scripts have no good randomness of their own) and adds
-// the new lease to it, scored by its expiry. Redis's own clock is used
-// throughout, so replicas with skewed clocks agree. It first removes the
-// caller's released leases whose removal may not have landed yet, so that
-// a replica's own releases count in its next choice at once.
+// acquireScript takes the leases of a batch of acquires in one call. It
+// first removes the caller's released leases whose removal may not have
+// landed yet, so that a replica's own releases count in its choices at
+// once, and drops the expired leases of every set. Then, for each acquire
+// in turn, it picks the candidate with the fewest live leases (ties broken
+// by a random number from the caller, since scripts have no good
+// randomness of their own) and adds the lease to it, scored by its expiry,
+// so that later acquires of the batch see it. Redis's own clock is used
+// throughout, so replicas with skewed clocks agree.
 //
-// KEYS: the candidates' lease sets. ARGV: lease ID, lease TTL (ms), random
-// non-negative integer, then pairs of (1-based key index, released lease
-// ID). Returns the 0-based index of the chosen key.
+// KEYS: every lease set the batch names. ARGV: lease TTL (ms); the number
+// of released leases R, then R pairs (1-based key index, lease ID); then
+// for each acquire: lease ID, random non-negative integer, candidate count
+// N, then N key indexes. Returns, for each acquire, the 0-based index of
+// its choice among its candidates.
 var acquireScript = goredis.NewScript(`
-for i = 4, #ARGV, 2 do
-  redis.call('ZREM', KEYS[tonumber(ARGV[i])], ARGV[i + 1])
+local ttl = tonumber(ARGV[1])
+local a = 3
+for _ = 1, tonumber(ARGV[2]) do
+  redis.call('ZREM', KEYS[tonumber(ARGV[a])], ARGV[a + 1])
+  a = a + 2
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[2])
-local least, ties = nil, {}
+local count = {}
 for i, key in ipairs(KEYS) do
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-  local n = redis.call('ZCARD', key)
-  if least == nil or n < least then
-    least, ties = n, {i}
-  elseif n == least then
-    ties[#ties + 1] = i
-  end
+  count[i] = redis.call('ZCARD', key)
 end
-local pick = ties[(tonumber(ARGV[3]) % #ties) + 1]
-redis.call('ZADD', KEYS[pick], now + ttl, ARGV[1])
-redis.call('PEXPIRE', KEYS[pick], ttl)
-return pick - 1
+local picks, touched = {}, {}
+while a <= #ARGV do
+  local id, rnd, n = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  a = a + 3
+  local least, ties = nil, {}
+  for j = 1, n do
+    local c = count[tonumber(ARGV[a + j - 1])]
+    if least == nil or c < least then
+      least, ties = c, {j}
+    elseif c == least then
+      ties[#ties + 1] = j
+    end
+  end
+  local pick = ties[(rnd % #ties) + 1]
+  local k = tonumber(ARGV[a + pick - 1])
+  redis.call('ZADD', KEYS[k], now + ttl, id)
+  count[k] = count[k] + 1
+  touched[k] = true
+  picks[#picks + 1] = pick - 1
+  a = a + n
+end
+for k in pairs(touched) do
+  redis.call('PEXPIRE', KEYS[k], ttl)
+end
+return picks
 `)
 
 // renewScript moves the expiry of leases of one set to now + TTL, adding
@@ -125,17 +148,23 @@ type InFlight struct {
 	noRenew  bool          // test hook: behave like a process killed with SIGKILL
 	inline   bool          // see ReleaseInline
 
-	mu       sync.Mutex
-	local    map[int64]int       // this process's leases per node, in Redis or not
-	held     map[*lease]struct{} // leases to renew
-	gone     []*lease            // released leases to remove from Redis
+	// Acquires that arrive while one is in Redis wait and go together in
+	// the next call: one round trip for all of them (see acquireShared).
+	amu       sync.Mutex
+	acquiring bool           // a batch is in Redis
+	queue     []*acquisition // the next batch
+
+	mu        sync.Mutex
+	local     map[int64]int       // this process's leases per node, in Redis or not
+	held      map[*lease]struct{} // leases to renew
+	gone      []*lease            // released leases to remove from Redis
 	unremoved map[*lease]struct{} // released leases in Redis until their removal lands
-	upkeep   bool                // the upkeep goroutine runs
-	removeMu sync.Mutex          // one removal at a time, so Flush waits for one in progress
-	wake     chan struct{}       // tells upkeep that gone is not empty
-	down     bool                // Redis failed and has not answered since
-	retryAt  time.Time           // while down: when to try Redis again
-	probing  bool                // while down: one call is trying Redis
+	upkeep    bool                // the upkeep goroutine runs
+	removeMu  sync.Mutex          // one removal at a time, so Flush waits for one in progress
+	wake      chan struct{}       // tells upkeep that gone is not empty
+	down      bool                // Redis failed and has not answered since
+	retryAt   time.Time           // while down: when to try Redis again
+	probing   bool                // while down: one call is trying Redis
 }
 
 // NewInFlight returns an InFlight whose keys start with prefix (empty means
@@ -149,16 +178,16 @@ func NewInFlight(client *goredis.Client, prefix string, leaseTTL time.Duration, 
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &InFlight{
-		client:   client,
-		prefix:   orDefault(prefix),
-		leaseTTL: leaseTTL,
-		log:      log,
-		timeout:  redisTimeout,
-		cooldown: redisCooldown,
-		local:    make(map[int64]int),
-		held:     make(map[*lease]struct{}),
+		client:    client,
+		prefix:    orDefault(prefix),
+		leaseTTL:  leaseTTL,
+		log:       log,
+		timeout:   redisTimeout,
+		cooldown:  redisCooldown,
+		local:     make(map[int64]int),
+		held:      make(map[*lease]struct{}),
 		unremoved: make(map[*lease]struct{}),
-		wake:     make(chan struct{}, 1),
+		wake:      make(chan struct{}, 1),
 	}
 }
 
@@ -175,39 +204,42 @@ func (f *InFlight) Acquire(ctx context.Context, nodeIDs []int64) (chosen int, re
 	if len(nodeIDs) == 0 {
 		return -1, func() {}, fleet.ErrNoCandidate
 	}
+	if err := ctx.Err(); err != nil {
+		return -1, func() {}, err
+	}
 	l := &lease{id: leaseID()}
 	chosen = -1
 	if try, probe := f.useRedis(); try {
-		keys := make([]string, len(nodeIDs))
-		for i, id := range nodeIDs {
-			keys[i] = f.key(id)
-		}
-		args := append(make([]any, 0, 8), l.id, f.leaseTTL.Milliseconds(), mrand.Int32())
-		args = f.appendUnremoved(args, nodeIDs)
-		cctx, cancel := context.WithTimeout(ctx, f.timeout)
-		i, err := acquireScript.Run(cctx, f.client, keys, args...).Int()
-		cancel()
+		a := &acquisition{nodeIDs: nodeIDs, id: l.id, done: make(chan struct{})}
+		f.acquireShared(a)
 		switch {
-		case err == nil && i >= 0 && i < len(nodeIDs):
+		case a.err == nil && ctx.Err() != nil:
+			// Taken for a client that left meanwhile: give it back.
 			f.succeeded()
-			chosen, l.inRedis = i, true
-		case ctx.Err() != nil:
-			f.abandoned(probe)
-			// The script may have run: remove the lease from every
-			// candidate.
-			l.maybe, l.done = keys, true
+			l.node, l.key, l.inRedis, l.done = nodeIDs[a.pick], f.key(nodeIDs[a.pick]), true, true
 			f.mu.Lock()
 			f.removeLocked(l)
 			f.mu.Unlock()
 			return -1, func() {}, ctx.Err()
+		case a.err == nil:
+			f.succeeded()
+			chosen, l.inRedis = a.pick, true
 		default:
-			if err == nil {
-				err = errors.New("acquire script returned an index out of range")
-			}
-			f.failed("acquire", err)
+			f.failed("acquire", a.err)
 			// The script may have run before the deadline: remove the lease
 			// from every candidate on release.
-			l.maybe = keys
+			l.maybe = make([]string, len(nodeIDs))
+			for i, id := range nodeIDs {
+				l.maybe[i] = f.key(id)
+			}
+			if ctx.Err() != nil {
+				f.abandoned(probe)
+				l.done = true
+				f.mu.Lock()
+				f.removeLocked(l)
+				f.mu.Unlock()
+				return -1, func() {}, ctx.Err()
+			}
 		}
 	}
 	f.mu.Lock()
@@ -224,6 +256,105 @@ func (f *InFlight) Acquire(ctx context.Context, nodeIDs []int64) (chosen int, re
 	return chosen, func() { f.release(l) }, nil
 }
 
+// acquisition is one Acquire's part in a batch.
+type acquisition struct {
+	nodeIDs []int64
+	id      string
+	pick    int   // set by the batch: the index of the chosen node
+	err     error // set by the batch
+	done    chan struct{}
+	batch   []*acquisition // set when this acquire is to run the batch
+}
+
+// maxBatch bounds the acquires of one script call.
+const maxBatch = 256
+
+// acquireShared takes a's lease in Redis. When no acquire is in Redis it
+// goes at once, alone. Otherwise it waits, with every acquire that arrives
+// meanwhile, for the one in Redis to end; the first of them then sends them
+// all in one call. Under load that is one round trip for many requests;
+// alone, a request pays one round trip as before.
+func (f *InFlight) acquireShared(a *acquisition) {
+	f.amu.Lock()
+	if f.acquiring {
+		f.queue = append(f.queue, a)
+		f.amu.Unlock()
+		<-a.done
+		if a.batch == nil {
+			return // another acquire's call took this lease
+		}
+	} else {
+		f.acquiring = true
+		f.amu.Unlock()
+		a.batch = []*acquisition{a}
+	}
+	batch := a.batch
+	f.runBatch(batch)
+
+	f.amu.Lock()
+	n := min(len(f.queue), maxBatch)
+	next := append([]*acquisition(nil), f.queue[:n]...)
+	f.queue = f.queue[n:]
+	if n == 0 {
+		f.acquiring = false
+	}
+	f.amu.Unlock()
+	if n > 0 {
+		next[0].batch = next
+		close(next[0].done) // it runs the next batch
+	}
+	for _, b := range batch[1:] {
+		close(b.done)
+	}
+}
+
+// runBatch takes the leases of batch in one script call. It is bounded by
+// the Redis timeout, not by any request's context: one client leaving must
+// not fail the others.
+func (f *InFlight) runBatch(batch []*acquisition) {
+	var keys []string
+	index := make(map[int64]int) // node ID -> 1-based index in keys
+	keyOf := func(id int64) int {
+		if i, ok := index[id]; ok {
+			return i
+		}
+		keys = append(keys, f.key(id))
+		index[id] = len(keys)
+		return len(keys)
+	}
+	var leases []any
+	for _, a := range batch {
+		leases = append(leases, a.id, mrand.Int32(), len(a.nodeIDs))
+		for _, id := range a.nodeIDs {
+			leases = append(leases, keyOf(id))
+		}
+	}
+	args := append(make([]any, 0, 2+len(leases)+8), f.leaseTTL.Milliseconds(), 0)
+	args, removed := f.appendUnremoved(args, func(id int64) (int, bool) { i, ok := index[id]; return i, ok })
+	args[1] = len(removed)
+	args = append(args, leases...)
+
+	ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
+	picks, err := acquireScript.Run(ctx, f.client, keys, args...).Int64Slice()
+	cancel()
+	if err == nil {
+		f.landed(removed)
+	}
+	if err == nil && len(picks) != len(batch) {
+		err = fmt.Errorf("acquire script returned %d choices for %d acquires", len(picks), len(batch))
+	}
+	for i, a := range batch {
+		switch {
+		case err != nil:
+			a.err = err
+		case picks[i] < 0 || int(picks[i]) >= len(a.nodeIDs):
+			a.err = errors.New("acquire script returned an index out of range")
+		default:
+			a.pick = int(picks[i])
+		}
+	}
+}
+
 // Counts returns the number of live leases on each of nodeIDs, every
 // replica's, in one round trip. While Redis cannot be reached it returns
 // this process's own counts instead, without error.
@@ -238,8 +369,12 @@ func (f *InFlight) Counts(ctx context.Context, nodeIDs []int64) (map[int64]int, 
 			keys[i] = f.key(id)
 		}
 		cctx, cancel := context.WithTimeout(ctx, f.timeout)
-		ns, err := countScript.Run(cctx, f.client, keys, f.appendUnremoved(nil, nodeIDs)...).Int64Slice()
+		args, removed := f.appendUnremoved(nil, positionIn(nodeIDs))
+		ns, err := countScript.Run(cctx, f.client, keys, args...).Int64Slice()
 		cancel()
+		if err == nil {
+			f.landed(removed)
+		}
 		switch {
 		case err == nil && len(ns) == len(nodeIDs):
 			f.succeeded()
@@ -322,6 +457,7 @@ type lease struct {
 	inRedis bool     // known to be in Redis
 	done    bool     // released
 	queued  bool     // in gone, or removed
+	removed bool     // removed by an acquire or count script
 }
 
 // ReleaseInline makes release wait until the lease is removed from Redis,
@@ -390,6 +526,9 @@ func (f *InFlight) runUpkeep() {
 	for {
 		select {
 		case <-f.wake:
+			// A moment's wait gathers more releases into one call, and lets
+			// the next acquire remove them for free.
+			time.Sleep(removalDelay)
 			f.removeGone()
 		case <-tick.C:
 			f.renewHeld()
@@ -411,7 +550,12 @@ func (f *InFlight) removeGone() {
 	f.removeMu.Lock()
 	defer f.removeMu.Unlock()
 	f.mu.Lock()
-	batch := f.gone
+	var batch []*lease
+	for _, l := range f.gone {
+		if !l.removed {
+			batch = append(batch, l)
+		}
+	}
 	f.gone = nil
 	f.mu.Unlock()
 	if len(batch) == 0 {
@@ -452,24 +596,54 @@ func (f *InFlight) removeGone() {
 	}
 }
 
+// removalDelay is how long released leases wait for an acquire to remove
+// them before the upkeep goroutine does.
+const removalDelay = 2 * time.Millisecond
+
 // maxPiggyback bounds the released leases one acquire removes.
 const maxPiggyback = 64
 
-// appendUnremoved adds to an acquire's arguments the released leases on
-// nodeIDs whose removal has not landed yet, as (key index, lease ID).
-func (f *InFlight) appendUnremoved(args []any, nodeIDs []int64) []any {
+// appendUnremoved adds to a script's arguments the released leases, on the
+// nodes keyIndex knows, whose removal has not landed yet: pairs of (1-based
+// key index, lease ID). It returns those leases too.
+func (f *InFlight) appendUnremoved(args []any, keyIndex func(nodeID int64) (int, bool)) ([]any, []*lease) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	n := 0
+	var ls []*lease
 	for l := range f.unremoved {
-		for i, id := range nodeIDs {
-			if l.node == id && n < maxPiggyback {
-				args = append(args, i+1, l.id)
-				n++
-			}
+		if i, ok := keyIndex(l.node); ok && len(ls) < maxPiggyback {
+			args = append(args, i, l.id)
+			ls = append(ls, l)
 		}
 	}
-	return args
+	return args, ls
+}
+
+// landed records that a script removed ls, which the upkeep goroutine then
+// skips.
+func (f *InFlight) landed(ls []*lease) {
+	if len(ls) == 0 {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, l := range ls {
+		l.removed = true
+		delete(f.unremoved, l)
+	}
+}
+
+// positionIn returns a key index function for a script whose KEYS are the
+// lease sets of nodeIDs, in order.
+func positionIn(nodeIDs []int64) func(int64) (int, bool) {
+	return func(id int64) (int, bool) {
+		for i, n := range nodeIDs {
+			if n == id {
+				return i + 1, true
+			}
+		}
+		return 0, false
+	}
 }
 
 // renewBatch bounds the lease IDs sent in one renewal call.
