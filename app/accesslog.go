@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -157,7 +158,7 @@ func (h *Handler) logAccess(r *http.Request, a *access) {
 		slog.Float64("ttfb_ms", ms(a.firstByte)),
 		slog.Int64("bytes", a.bytes),
 		slog.String("request_id", a.requestID),
-		slog.String("client", clientIP(r)),
+		slog.String("client", h.clientIP(r)),
 	)
 	if a.model != "" {
 		attrs = append(attrs, slog.String("model", a.model))
@@ -185,12 +186,56 @@ func (h *Handler) logAccess(r *http.Request, a *access) {
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-func clientIP(r *http.Request) string {
+// peerIP is the address at the other end of r's connection.
+func peerIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr
 	}
 	return host
+}
+
+// clientIP is the address of the client behind r: the connection's peer,
+// or, when the peer is a trusted proxy, the rightmost address in
+// X-Forwarded-For that is not a trusted proxy itself. Entries further left
+// were written by whoever sent the request and are not believed; an entry
+// that is not an address stops the walk at the last proxy vouched for.
+func (h *Handler) clientIP(r *http.Request) string {
+	peer := peerIP(r)
+	trusted := h.cfg.Auth.TrustedProxies
+	if len(trusted) == 0 {
+		return peer
+	}
+	last, err := netip.ParseAddr(peer)
+	if err != nil || !inPrefixes(trusted, last) {
+		return peer
+	}
+	xff := r.Header.Values("X-Forwarded-For")
+	for i := len(xff) - 1; i >= 0; i-- {
+		hops := strings.Split(xff[i], ",")
+		for j := len(hops) - 1; j >= 0; j-- {
+			addr, err := netip.ParseAddr(strings.TrimSpace(hops[j]))
+			if err != nil {
+				return last.String()
+			}
+			addr = addr.Unmap()
+			if !inPrefixes(trusted, addr) {
+				return addr.String()
+			}
+			last = addr
+		}
+	}
+	return last.String()
+}
+
+func inPrefixes(ps []netip.Prefix, a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 func itoa(n uint64) string {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -32,6 +33,13 @@ type AuthConfig struct {
 	// CORSOrigins lists the origins ("https://app.example.com", or "*" for
 	// any) whose browsers may call the API. Empty means no CORS headers.
 	CORSOrigins []string
+	// TrustedProxies are the load balancers and reverse proxies in front of
+	// the proxy. A request that comes from one of them is attributed to the
+	// client its X-Forwarded-For names: in login rate limits, the access
+	// log and the request history. Empty means the connection's address is
+	// the client, and X-Forwarded-For, which any client can write, is not
+	// believed.
+	TrustedProxies []netip.Prefix
 	// AccessTTL is the lifetime of an access token. Zero means 15m.
 	AccessTTL time.Duration
 	// RefreshTTL is the lifetime of a refresh token. Zero means 7 days.

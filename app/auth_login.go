@@ -69,7 +69,7 @@ func loginCredentials(w http.ResponseWriter, r *http.Request) (user, pass string
 func (h *Handler) checkLogin(w http.ResponseWriter, r *http.Request) (u account.User, ok bool) {
 	st := h.ext.auth
 	now := st.now()
-	if wait := st.ipLogins.take(clientIP(r), now); wait > 0 {
+	if wait := st.ipLogins.take(h.clientIP(r), now); wait > 0 {
 		tooManyLogins(w, wait)
 		return u, false
 	}
@@ -94,7 +94,7 @@ func (h *Handler) checkLogin(w http.ResponseWriter, r *http.Request) (u account.
 	}
 	if !account.CheckPassword(u.PasswordHash, pass) {
 		st.userFails.take(userKey, now)
-		h.log.Info("login failed", "username", user, "client", clientIP(r))
+		h.log.Info("login failed", "username", user, "client", h.clientIP(r))
 		writeDetail(w, http.StatusUnauthorized, "Invalid credentials.")
 		return u, false
 	}

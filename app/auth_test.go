@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -473,6 +474,41 @@ func TestLoginRateLimit(t *testing.T) {
 	e.clock.Advance(time.Minute)
 	resp, got = try("alice", "correct horse")
 	expect(t, resp, got, 200, `"access"`)
+}
+
+// Behind a load balancer every client comes from its address: the login
+// limit per address must then count the client it forwards for, and only
+// when the balancer is trusted (else any client could write the header).
+func TestLoginRateLimitBehindProxy(t *testing.T) {
+	t.Parallel()
+	try := func(e *authEnv, client string, i int) (*http.Response, string) {
+		return e.do("POST", "/api/account/login", `{"username":"user`+strconv.Itoa(i)+`","password":"x"}`,
+			"X-Forwarded-For", client)
+	}
+	t.Run("trusted", func(t *testing.T) {
+		e := newAuthEnv(t, func(c *app.AuthConfig) {
+			c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+		})
+		for i := range 10 {
+			resp, got := try(e, "203.0.113.9", i)
+			expect(t, resp, got, 401, "Invalid credentials.")
+		}
+		resp, got := try(e, "203.0.113.9", 10)
+		expect(t, resp, got, 429, "Too many login attempts")
+		// Another client behind the same balancer is not locked out.
+		resp, got = try(e, "198.51.100.4", 11)
+		expect(t, resp, got, 401, "Invalid credentials.")
+	})
+	t.Run("not trusted", func(t *testing.T) {
+		e := newAuthEnv(t, nil)
+		for i := range 10 {
+			resp, got := try(e, "203.0.113."+strconv.Itoa(i), i)
+			expect(t, resp, got, 401, "Invalid credentials.")
+		}
+		// A new X-Forwarded-For per attempt does not buy more attempts.
+		resp, got := try(e, "198.51.100.4", 10)
+		expect(t, resp, got, 429, "Too many login attempts")
+	})
 }
 
 func TestSetup(t *testing.T) {

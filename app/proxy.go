@@ -305,7 +305,7 @@ func (h *Handler) send(ctx context.Context, r *http.Request, rt route, base *url
 	}
 	out.Header = make(http.Header, len(r.Header)+2)
 	copyHeaders(out.Header, r.Header, skipRequestHeaders)
-	if ip := clientIP(r); ip != "" {
+	if ip := peerIP(r); ip != "" {
 		if prior := r.Header.Get("X-Forwarded-For"); prior != "" {
 			ip = prior + ", " + ip
 		}

@@ -149,7 +149,7 @@ func (h *Handler) logRequest(r *http.Request, a *access, status int) {
 		Time:             a.start,
 		RequestID:        a.requestID,
 		Who:              a.who,
-		Client:           clientIP(r),
+		Client:           h.clientIP(r),
 		Method:           r.Method,
 		Path:             r.URL.Path,
 		Model:            h.historyModel(a.model),

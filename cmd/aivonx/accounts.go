@@ -10,6 +10,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -40,12 +41,11 @@ var (
 		Usage: "every inference route needs a valid API key (default: open, a valid key is still rate limited and counted)"}
 	corsOriginFlag = &cli.StringSliceFlag{Name: "cors-origin", EnvVars: []string{"AIVONX_CORS_ORIGINS"},
 		Usage: "an origin whose browsers may call the API, or * for any (repeat, or comma-separated in the env var; default: none)"}
+	trustedProxyFlag = &cli.StringSliceFlag{Name: "trusted-proxy", EnvVars: []string{"AIVONX_TRUSTED_PROXIES"},
+		Usage: "an address or CIDR of a load balancer in front, whose X-Forwarded-For names the client for login limits and logs (repeat, or comma-separated in the env var; default: none, the header is not believed)"}
 	adminPasswordFlag = &cli.StringFlag{Name: "admin-password", EnvVars: []string{"AIVONX_ADMIN_PASSWORD"},
 		Usage: "on a start with no user at all, create the user admin with this password (prefer the env var or AIVONX_ADMIN_PASSWORD_FILE; ignored once a user exists)"}
 )
-
-// authFlags are added to serve's flags.
-var authFlags = []cli.Flag{secretKeyFlag, requireAPIKeyFlag, corsOriginFlag, adminPasswordFlag}
 
 // secretFileName is the generated signing secret of the embedded mode.
 const secretFileName = "secret.key"
@@ -57,6 +57,10 @@ func authConfig(c *cli.Context, b *backend, log *slog.Logger) (app.AuthConfig, e
 	if err != nil {
 		return app.AuthConfig{}, err
 	}
+	proxies, err := parsePrefixes(c.StringSlice(trustedProxyFlag.Name))
+	if err != nil {
+		return app.AuthConfig{}, fmt.Errorf("--%s: %w", trustedProxyFlag.Name, err)
+	}
 	pw, err := secret(c, adminPasswordFlag)
 	if err != nil {
 		return app.AuthConfig{}, err
@@ -65,10 +69,34 @@ func authConfig(c *cli.Context, b *backend, log *slog.Logger) (app.AuthConfig, e
 		return app.AuthConfig{}, err
 	}
 	return app.AuthConfig{
-		SecretKey:     key,
-		RequireAPIKey: c.Bool(requireAPIKeyFlag.Name),
-		CORSOrigins:   c.StringSlice(corsOriginFlag.Name),
+		SecretKey:      key,
+		RequireAPIKey:  c.Bool(requireAPIKeyFlag.Name),
+		CORSOrigins:    c.StringSlice(corsOriginFlag.Name),
+		TrustedProxies: proxies,
 	}, nil
+}
+
+// parsePrefixes reads addresses ("10.0.0.7") and CIDRs ("10.0.0.0/8").
+func parsePrefixes(vs []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, v := range vs {
+		for _, s := range strings.Split(v, ",") {
+			if s = strings.TrimSpace(s); s == "" {
+				continue
+			}
+			if p, err := netip.ParsePrefix(s); err == nil {
+				out = append(out, p.Masked())
+				continue
+			}
+			a, err := netip.ParseAddr(s)
+			if err != nil {
+				return nil, fmt.Errorf("%q is neither an address nor a CIDR", s)
+			}
+			a = a.Unmap()
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+		}
+	}
+	return out, nil
 }
 
 // signingSecret returns AIVONX_SECRET_KEY (or _FILE). Without one, the

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -207,5 +208,21 @@ func TestUsersAndKeysCLI(t *testing.T) {
 	k, err := store.KeyByHash(context.Background(), account.HashKey(key))
 	if err != nil || !k.Revoked() || k.RPMLimit != 30 {
 		t.Fatalf("key: %+v, %v", k, err)
+	}
+}
+
+func TestParsePrefixes(t *testing.T) {
+	got, err := parsePrefixes([]string{"10.0.0.0/8", " 192.168.1.7 , ::ffff:172.16.0.1", "fd00::/8", "10.1.2.3/16"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "[10.0.0.0/8 192.168.1.7/32 172.16.0.1/32 fd00::/8 10.1.0.0/16]"
+	if fmt.Sprint(got) != want {
+		t.Fatalf("parsePrefixes = %v, want %s", got, want)
+	}
+	for _, bad := range []string{"10.0.0.0/33", "lb.internal", "10.0.0"} {
+		if _, err := parsePrefixes([]string{bad}); err == nil {
+			t.Errorf("parsePrefixes(%q) accepted it", bad)
+		}
 	}
 }
