@@ -80,6 +80,9 @@ type AccountStore interface {
 	UpdateUser(ctx context.Context, u account.User) (account.User, error)
 	// DeleteUser deletes a user.
 	DeleteUser(ctx context.Context, id int64) error
+	// EndSessions increments the user's token epoch, which voids every
+	// token and session issued before.
+	EndSessions(ctx context.Context, id int64) error
 
 	// Keys returns every API key, revoked ones included, with its usage,
 	// ordered by ID (never nil).
@@ -288,8 +291,9 @@ const (
 
 const tokenIssuer = "aivonx"
 
-// claims are a token's contents. PV ties a token to the password it was
-// issued under: changing the password ends every older token.
+// claims are a token's contents. PV ties a token to the password and the
+// token epoch it was issued under: changing the password, or logging out,
+// ends every older token of the user.
 type claims struct {
 	jwt.RegisteredClaims
 	Type     string       `json:"token_type"`
@@ -299,8 +303,8 @@ type claims struct {
 	PV       string       `json:"pv"`
 }
 
-func passwordVersion(hash string) string {
-	sum := sha256.Sum256([]byte(hash))
+func tokenVersion(u account.User) string {
+	sum := sha256.Sum256([]byte(u.PasswordHash + "\x00" + strconv.FormatInt(u.TokenEpoch, 10)))
 	return hex.EncodeToString(sum[:6])
 }
 
@@ -317,7 +321,7 @@ func (h *Handler) issueToken(u account.User, typ string, ttl time.Duration) (str
 			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
 			ID:        hex.EncodeToString(jti[:]),
 		},
-		Type: typ, UserID: u.ID, Username: u.Username, Role: u.Role, PV: passwordVersion(u.PasswordHash),
+		Type: typ, UserID: u.ID, Username: u.Username, Role: u.Role, PV: tokenVersion(u),
 	}
 	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(st.secret)
 	if err != nil {
@@ -346,7 +350,7 @@ func (h *Handler) userFromToken(ctx context.Context, raw, typ string) (account.U
 		return account.User{}, errUnauthenticated
 	case err != nil:
 		return account.User{}, err
-	case passwordVersion(u.PasswordHash) != c.PV:
+	case tokenVersion(u) != c.PV:
 		return account.User{}, errUnauthenticated
 	}
 	return u, nil

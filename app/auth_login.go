@@ -207,11 +207,26 @@ func (h *Handler) handleSession(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, meView{ID: u.ID, Username: u.Username, Role: u.Role})
 }
 
-// handleLogout clears the session cookie. The token itself stays valid
-// until it expires, but the browser no longer has it.
+// handleLogout logs the user out everywhere: every session and token of
+// the user that sent it (by cookie or bearer token) stops working, on
+// every device, and the session cookie is cleared. Without valid
+// credentials it only clears the cookie.
 func (h *Handler) handleLogout(w http.ResponseWriter, r *http.Request) {
-	if err := h.ext.auth.cop.Check(r); err != nil {
+	st := h.ext.auth
+	if err := st.cop.Check(r); err != nil {
 		writeError(w, ollamaDialect, http.StatusForbidden, "cross-origin request refused")
+		return
+	}
+	p, err := h.authenticate(r)
+	switch {
+	case err == nil:
+		if err := st.store.EndSessions(r.Context(), p.UserID); err != nil && !errors.Is(err, fleet.ErrNotFound) {
+			writeErr(w, r, ollamaDialect, err)
+			return
+		}
+		h.log.Info("logged out", "username", p.Username)
+	case !errors.Is(err, errUnauthenticated):
+		writeErr(w, r, ollamaDialect, err)
 		return
 	}
 	http.SetCookie(w, &http.Cookie{

@@ -443,6 +443,46 @@ func TestSession(t *testing.T) {
 	})
 }
 
+// Logging out ends every session and token of the user, on every device,
+// and leaves other users alone; without credentials it only clears the
+// cookie.
+func TestLogoutEndsEverySession(t *testing.T) {
+	t.Parallel()
+	e := newAuthEnv(t, nil)
+	e.user("alice", account.RoleAdmin, "correct horse")
+	e.user("bob", account.RoleViewer, "battery staple")
+	resp, _ := e.do("POST", "/api/account/session", `{"username":"alice","password":"correct horse"}`)
+	c := sessionCookieOf(t, resp)
+	cookie := c.Name + "=" + c.Value
+	access, refresh := e.login("alice", "correct horse")
+	bobAccess, _ := e.login("bob", "battery staple")
+
+	resp, got := e.do("POST", "/api/account/logout", "")
+	if resp.StatusCode != 204 {
+		t.Fatalf("logout without credentials: %d %s", resp.StatusCode, got)
+	}
+	resp, got = e.do("GET", "/api/account/me", "", "Cookie", cookie)
+	expect(t, resp, got, 200, `"username":"alice"`) // nobody was logged out
+
+	resp, got = e.do("POST", "/api/account/logout", "", "Authorization", "Bearer "+access)
+	if resp.StatusCode != 204 {
+		t.Fatalf("logout: %d %s", resp.StatusCode, got)
+	}
+	resp, got = e.do("GET", "/api/account/me", "", "Cookie", cookie)
+	expect(t, resp, got, 401, "authentication required")
+	resp, got = e.do("GET", "/api/account/me", "", "Authorization", "Bearer "+access)
+	expect(t, resp, got, 401, "authentication required")
+	resp, got = e.do("POST", "/api/account/refresh", `{"refresh":"`+refresh+`"}`)
+	expect(t, resp, got, 401, "Invalid or expired refresh token.")
+	resp, got = e.do("GET", "/api/account/me", "", "Authorization", "Bearer "+bobAccess)
+	expect(t, resp, got, 200, `"username":"bob"`)
+
+	// A new login works at once.
+	access, _ = e.login("alice", "correct horse")
+	resp, got = e.do("GET", "/api/account/me", "", "Authorization", "Bearer "+access)
+	expect(t, resp, got, 200, `"username":"alice"`)
+}
+
 func TestLoginRateLimit(t *testing.T) {
 	t.Parallel()
 	e := newAuthEnv(t, nil)

@@ -21,7 +21,7 @@ func init() {
 			Body: obj(map[string]any{"refresh": typ("string")}, "refresh"), Resp: map[int]apiRes{200: {Desc: "tokens", Schema: pair}, 401: errRes("invalid token")}},
 		apiOp{Method: "POST", Path: "/api/account/session", Tag: "account", Summary: "log a browser in: sets the session cookie",
 			Body: login, Resp: map[int]apiRes{200: {Desc: "who logged in", Schema: me}, 401: errRes("invalid credentials"), 403: errRes("cross-origin request refused")}},
-		apiOp{Method: "POST", Path: "/api/account/logout", Tag: "account", Summary: "clear the session cookie",
+		apiOp{Method: "POST", Path: "/api/account/logout", Tag: "account", Summary: "log out everywhere: voids every session and token of the user who sends it (cookie or bearer token), and clears the session cookie",
 			Resp: map[int]apiRes{204: {Desc: "logged out"}, 403: errRes("cross-origin request refused")}},
 		apiOp{Method: "GET", Path: "/api/account/me", Tag: "account", Auth: "user", Summary: "who is logged in",
 			Resp: map[int]apiRes{200: {Desc: "the user", Schema: me}}},

@@ -49,9 +49,12 @@ type User struct {
 	Username string `json:"username"`
 	Role     Role   `json:"role"`
 	// PasswordHash is the bcrypt hash. It is never serialised.
-	PasswordHash string    `json:"-"`
-	CreatedAt    time.Time `json:"created_at"`
-	UpdatedAt    time.Time `json:"updated_at"`
+	PasswordHash string `json:"-"`
+	// TokenEpoch counts the user's logouts: tokens issued before the last
+	// one are void. It is never serialised.
+	TokenEpoch int64     `json:"-"`
+	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
 }
 
 // Validate normalises the username (trimmed) and checks the fields a store

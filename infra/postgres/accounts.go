@@ -18,16 +18,18 @@ type userRow struct {
 	ID           int64     `db:"id"`
 	Username     string    `db:"username"`
 	PasswordHash string    `db:"password_hash"`
+	TokenEpoch   int64     `db:"token_epoch"`
 	Role         string    `db:"role"`
 	CreatedAt    time.Time `db:"created_at"`
 	UpdatedAt    time.Time `db:"updated_at"`
 }
 
 func (r userRow) user() account.User {
-	return account.User{ID: r.ID, Username: r.Username, PasswordHash: r.PasswordHash, Role: account.Role(r.Role), CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt}
+	return account.User{ID: r.ID, Username: r.Username, PasswordHash: r.PasswordHash, TokenEpoch: r.TokenEpoch,
+		Role: account.Role(r.Role), CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt}
 }
 
-const userColumns = "id, username, password_hash, role, created_at, updated_at"
+const userColumns = "id, username, password_hash, token_epoch, role, created_at, updated_at"
 
 // Users returns every user ordered by ID.
 func (s *Store) Users(ctx context.Context) ([]account.User, error) {
@@ -89,6 +91,20 @@ func (s *Store) UpdateUser(ctx context.Context, u account.User) (account.User, e
 func (s *Store) DeleteUser(ctx context.Context, id int64) error {
 	op := fmt.Sprintf("delete user %d", id)
 	tag, err := s.pool.Exec(ctx, `DELETE FROM users WHERE id = $1`, id)
+	if err != nil {
+		return translate(op, err, "")
+	}
+	if tag.RowsAffected() == 0 {
+		return translate(op, pgx.ErrNoRows, "")
+	}
+	return nil
+}
+
+// EndSessions increments the user's token epoch, or returns an error
+// matching fleet.ErrNotFound.
+func (s *Store) EndSessions(ctx context.Context, id int64) error {
+	op := fmt.Sprintf("end sessions of user %d", id)
+	tag, err := s.pool.Exec(ctx, `UPDATE users SET token_epoch = token_epoch + 1 WHERE id = $1`, id)
 	if err != nil {
 		return translate(op, err, "")
 	}

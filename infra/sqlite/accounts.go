@@ -31,12 +31,12 @@ func parseNullTime(s sql.NullString) *time.Time {
 	return &t
 }
 
-const userColumns = `id, username, password_hash, role, created_at, updated_at`
+const userColumns = `id, username, password_hash, token_epoch, role, created_at, updated_at`
 
 func scanUser(row interface{ Scan(...any) error }) (account.User, error) {
 	var u account.User
 	var created, updated string
-	if err := row.Scan(&u.ID, &u.Username, &u.PasswordHash, &u.Role, &created, &updated); err != nil {
+	if err := row.Scan(&u.ID, &u.Username, &u.PasswordHash, &u.TokenEpoch, &u.Role, &created, &updated); err != nil {
 		return account.User{}, err
 	}
 	u.CreatedAt, u.UpdatedAt = parseTime(created), parseTime(updated)
@@ -124,6 +124,20 @@ func (s *Store) UpdateUser(ctx context.Context, u account.User) (account.User, e
 func (s *Store) DeleteUser(ctx context.Context, id int64) error {
 	op := fmt.Sprintf("delete user %d", id)
 	res, err := s.db.ExecContext(ctx, `DELETE FROM users WHERE id = ?`, id)
+	if err != nil {
+		return translateAccount(op, err, "")
+	}
+	if k, _ := res.RowsAffected(); k == 0 {
+		return translateAccount(op, sql.ErrNoRows, "")
+	}
+	return nil
+}
+
+// EndSessions increments the user's token epoch, or returns an error
+// matching fleet.ErrNotFound.
+func (s *Store) EndSessions(ctx context.Context, id int64) error {
+	op := fmt.Sprintf("end sessions of user %d", id)
+	res, err := s.db.ExecContext(ctx, `UPDATE users SET token_epoch = token_epoch + 1 WHERE id = ?`, id)
 	if err != nil {
 		return translateAccount(op, err, "")
 	}

@@ -115,6 +115,8 @@ var schema = []string{
 	CREATE INDEX request_log_started_at_idx ON request_log (started_at DESC, id DESC);
 	CREATE INDEX request_log_model_idx ON request_log (model, started_at DESC);
 	CREATE INDEX request_log_node_idx ON request_log (node, started_at DESC);`,
+	// 4: logouts void a user's earlier tokens (the token epoch).
+	`ALTER TABLE users ADD COLUMN token_epoch INTEGER NOT NULL DEFAULT 0;`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {

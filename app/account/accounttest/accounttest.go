@@ -27,6 +27,7 @@ type Store interface {
 	CreateUser(ctx context.Context, u account.User) (account.User, error)
 	UpdateUser(ctx context.Context, u account.User) (account.User, error)
 	DeleteUser(ctx context.Context, id int64) error
+	EndSessions(ctx context.Context, id int64) error
 	Keys(ctx context.Context) ([]account.Key, error)
 	CreateKey(ctx context.Context, k account.Key) (account.Key, error)
 	KeyByHash(ctx context.Context, hash string) (account.Key, error)
@@ -127,6 +128,26 @@ func testUsers(t *testing.T, s Store) {
 		upd.ID = bob.ID + 100
 		if _, err := s.UpdateUser(ctx, upd); !errors.Is(err, fleet.ErrNotFound) {
 			t.Fatalf("UpdateUser(missing) = %v, want ErrNotFound", err)
+		}
+	})
+	t.Run("EndSessions", func(t *testing.T) {
+		for want := int64(1); want <= 2; want++ {
+			if err := s.EndSessions(ctx, alice.ID); err != nil {
+				t.Fatal(err)
+			}
+			got, err := s.User(ctx, alice.ID)
+			if err != nil || got.TokenEpoch != want || got.PasswordHash != "h1" {
+				t.Fatalf("after EndSessions: %+v, %v; want token epoch %d", got, err, want)
+			}
+		}
+		// A password change leaves the epoch alone.
+		upd, _ := s.User(ctx, alice.ID)
+		upd.PasswordHash = "h1b"
+		if got, err := s.UpdateUser(ctx, upd); err != nil || got.TokenEpoch != 2 {
+			t.Fatalf("UpdateUser = %+v, %v; want token epoch 2", got, err)
+		}
+		if err := s.EndSessions(ctx, bob.ID+100); !errors.Is(err, fleet.ErrNotFound) {
+			t.Fatalf("EndSessions(missing) = %v, want ErrNotFound", err)
 		}
 	})
 	t.Run("Delete", func(t *testing.T) {
