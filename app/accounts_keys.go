@@ -136,7 +136,7 @@ func (h *Handler) admitKey(d dialect, w http.ResponseWriter, r *http.Request) (k
 		r, ok = h.admitUser(d, w, r, raw != "")
 		return 0, r, ok
 	}
-	if wait := st.keyLimits.take(key, st.now()); wait > 0 {
+	if wait := h.takeKeyLimit(r.Context(), key); wait > 0 {
 		w.Header().Set("Retry-After", retryAfterSecs(wait))
 		writeError(w, d, http.StatusTooManyRequests,
 			"rate limit exceeded: this API key may make "+strconv.Itoa(key.RPMLimit)+" requests per minute")
@@ -253,6 +253,39 @@ type keyLimiters struct {
 type keyLimiter struct {
 	rpm int
 	lim *rate.Limiter
+}
+
+// takeKeyLimit spends one request of the key's per-minute budget, or
+// returns how long to wait.
+func (h *Handler) takeKeyLimit(ctx context.Context, k account.Key) time.Duration {
+	if k.RPMLimit <= 0 {
+		return 0
+	}
+	st := h.ext.auth
+	return h.takeLimit(ctx, "key:"+strconv.FormatInt(k.ID, 10), k.RPMLimit, k.RPMLimit,
+		func() time.Duration { return st.keyLimits.take(k, st.now()) })
+}
+
+// takeLimit spends one request of a named budget shared by every replica
+// when a shared limiter is configured, else of this process's own (local).
+// While the shared limiter fails each replica limits on its own (the
+// deployment then allows up to the limit per replica), which is logged
+// once each way.
+func (h *Handler) takeLimit(ctx context.Context, name string, perMinute, burst int, local func() time.Duration) time.Duration {
+	st := h.ext.auth
+	if st.shared != nil {
+		wait, err := st.shared.Take(ctx, name, perMinute, burst)
+		if err == nil {
+			if st.sharedDown.Swap(false) {
+				h.log.Info("shared rate limits available again")
+			}
+			return wait
+		}
+		if !st.sharedDown.Swap(true) {
+			h.log.Warn("shared rate limits unavailable; each replica limits on its own until they are back", "err", err.Error())
+		}
+	}
+	return local()
 }
 
 // take spends one request of the key's budget, or returns how long to wait.

@@ -132,6 +132,10 @@ type Deps struct {
 	Logs LogReader
 	// Requests keeps the request log of /api/requests (requestlog.go).
 	Requests RequestLog
+	// Limits keeps API key and login rate limits where every replica
+	// spends the same budget (Redis). Nil, or failing, means per-process
+	// limits.
+	Limits RateLimiter
 }
 
 // Handler is the proxy. Build it with [New]; it is safe for concurrent use.

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -104,6 +105,17 @@ const sessionCookie = "aivonx_session"
 // setupHint tells an operator how to create the first admin.
 const setupHint = "run: aivonx users create --username admin --role admin --password-stdin"
 
+// RateLimiter spends one request of a named budget shared by every
+// replica: perMinute requests a minute, burst of them at once. It returns
+// how long to wait when none is left (the request is then not counted).
+type RateLimiter interface {
+	Take(ctx context.Context, name string, perMinute, burst int) (wait time.Duration, err error)
+}
+
+// loginsPerMinute bounds login attempts per client address, failed or
+// not: as many at once, then as many a minute.
+const loginsPerMinute = 10
+
 type authState struct {
 	store      AccountStore // nil: no accounts, guarded routes are open
 	secret     []byte
@@ -117,6 +129,8 @@ type authState struct {
 	userFails  *limiterSet // failed logins, per username
 	keys       *keyCache
 	keyLimits  *keyLimiters
+	shared     RateLimiter // nil: the per-process limiters only
+	sharedDown atomic.Bool // the shared limiter failed last; logged once
 	usage      *usageBatcher
 	cors       corsPolicy
 }
@@ -145,10 +159,11 @@ func (h *Handler) initAuth() error {
 	case st.store == nil:
 		h.log.Warn("no account store: management and state routes are open to anyone")
 	}
-	st.ipLogins = newLimiterSet(10, 6*time.Second) // 10 at once, then 10 a minute
+	st.ipLogins = newLimiterSet(loginsPerMinute, time.Minute/loginsPerMinute) // 10 at once, then 10 a minute
 	st.userFails = newLimiterSet(5, 20*time.Second)
 	st.keys = newKeyCache(orDuration(c.KeyCacheTTL, 30*time.Second))
 	st.keyLimits = &keyLimiters{m: map[int64]*keyLimiter{}}
+	st.shared = h.deps.Limits
 	st.usage = &usageBatcher{store: st.store, log: h.log, every: orDuration(c.UsageFlushEvery, time.Second), pending: map[int64]*account.Usage{}}
 	h.ext.auth = st
 	return nil

@@ -69,7 +69,9 @@ func loginCredentials(w http.ResponseWriter, r *http.Request) (user, pass string
 func (h *Handler) checkLogin(w http.ResponseWriter, r *http.Request) (u account.User, ok bool) {
 	st := h.ext.auth
 	now := st.now()
-	if wait := st.ipLogins.take(h.clientIP(r), now); wait > 0 {
+	ip := h.clientIP(r)
+	if wait := h.takeLimit(r.Context(), "login:"+ip, loginsPerMinute, loginsPerMinute,
+		func() time.Duration { return st.ipLogins.take(ip, now) }); wait > 0 {
 		tooManyLogins(w, wait)
 		return u, false
 	}

@@ -3,12 +3,15 @@ package app_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -59,6 +62,12 @@ type authEnv struct {
 
 func newAuthEnv(t *testing.T, mod func(*app.AuthConfig)) *authEnv {
 	t.Helper()
+	return newAuthEnvWith(t, mod, nil)
+}
+
+// newAuthEnvWith is newAuthEnv with optional dependencies set by deps.
+func newAuthEnvWith(t *testing.T, mod func(*app.AuthConfig), deps func(*app.Deps)) *authEnv {
+	t.Helper()
 	ctx := context.Background()
 	node := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
 	store, err := sqlite.Open(ctx, t.TempDir())
@@ -81,7 +90,11 @@ func newAuthEnv(t *testing.T, mod func(*app.AuthConfig)) *authEnv {
 	if mod != nil {
 		mod(&cfg.Auth)
 	}
-	h, err := app.New(cfg, app.Deps{Fleet: fs, Statuses: board, InFlight: memory.NewInFlight(), Log: log, Accounts: store})
+	d := app.Deps{Fleet: fs, Statuses: board, InFlight: memory.NewInFlight(), Log: log, Accounts: store}
+	if deps != nil {
+		deps(&d)
+	}
+	h, err := app.New(cfg, d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -761,6 +774,75 @@ func TestAPIKeysRequired(t *testing.T) {
 		resp, got := e.do("GET", "/api/health", "")
 		expect(t, resp, got, 200, "{")
 	})
+}
+
+// sharedLimits stands in for Redis: it counts calls and answers with wait
+// or err.
+type sharedLimits struct {
+	mu    sync.Mutex
+	calls []string
+	wait  time.Duration
+	err   error
+}
+
+func (l *sharedLimits) Take(_ context.Context, name string, perMinute, burst int) (time.Duration, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.calls = append(l.calls, fmt.Sprintf("%s %d/min burst %d", name, perMinute, burst))
+	return l.wait, l.err
+}
+
+// With a shared limiter every replica spends one budget; when it fails
+// each replica limits on its own, and says so once.
+func TestAPIKeyRateLimitShared(t *testing.T) {
+	t.Parallel()
+	limits := &sharedLimits{}
+	var logs syncBuffer
+	e := newAuthEnvWith(t, nil, func(d *app.Deps) {
+		d.Limits = limits
+		d.Log = slog.New(slog.NewJSONHandler(&logs, nil))
+	})
+	e.user("alice", account.RoleAdmin, "correct horse")
+	admin, _ := e.login("alice", "correct horse")
+	id, key := createKey(t, e, admin, `{"name":"slow","rpm_limit":2}`)
+	auth := []string{"Authorization", "Bearer " + key}
+
+	resp, got := e.do("GET", "/v1/models", "", auth...)
+	expect(t, resp, got, 200, "llama3")
+	limits.mu.Lock()
+	limits.wait = 1500 * time.Millisecond // another replica spent the rest
+	limits.mu.Unlock()
+	resp, got = e.do("GET", "/v1/models", "", auth...)
+	expect(t, resp, got, 429, `"message":"rate limit exceeded`)
+	if ra := resp.Header.Get("Retry-After"); ra != "2" {
+		t.Fatalf("Retry-After %q, want 2 (1.5 s rounded up)", ra)
+	}
+	// The login spent the address's shared budget, each request the key's.
+	key1 := fmt.Sprintf("key:%d 2/min burst 2", id)
+	if want := []string{"login:127.0.0.1 10/min burst 10", key1, key1}; !slices.Equal(limits.calls, want) {
+		t.Fatalf("shared limiter calls %q, want %q", limits.calls, want)
+	}
+
+	limits.mu.Lock()
+	limits.wait, limits.err = 0, errors.New("redis: connection refused")
+	limits.mu.Unlock()
+	for range 2 { // the replica's own budget of 2
+		resp, got = e.do("GET", "/v1/models", "", auth...)
+		expect(t, resp, got, 200, "llama3")
+	}
+	resp, got = e.do("GET", "/v1/models", "", auth...)
+	expect(t, resp, got, 429, "rate limit exceeded")
+	if n := strings.Count(logs.String(), "shared rate limits unavailable"); n != 1 {
+		t.Fatalf("%d warnings, want 1:\n%s", n, logs.String())
+	}
+	limits.mu.Lock()
+	limits.err = nil
+	limits.mu.Unlock()
+	resp, got = e.do("GET", "/v1/models", "", auth...)
+	expect(t, resp, got, 200, "llama3")
+	if !strings.Contains(logs.String(), "shared rate limits available again") {
+		t.Fatalf("no recovery line:\n%s", logs.String())
+	}
 }
 
 func TestAPIKeyRateLimit(t *testing.T) {

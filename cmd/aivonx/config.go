@@ -91,6 +91,7 @@ type backend struct {
 	requests app.RequestLog
 	statuses app.StatusSource
 	inflight app.InFlight
+	limits   app.RateLimiter // nil: per-process limits
 	passes   worker.StatusStore
 	lock     worker.Lock
 	deps     []app.Dependency

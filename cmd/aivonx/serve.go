@@ -96,7 +96,7 @@ func runServe(c *cli.Context) error {
 	if inLambda() {
 		cfg.Mode = "lambda"
 	}
-	deps := app.Deps{Fleet: b.store, Statuses: b.statuses, InFlight: b.inflight, Log: log, Admin: b.store, Accounts: b.accounts, Logs: logs, Requests: b.requests}
+	deps := app.Deps{Fleet: b.store, Statuses: b.statuses, InFlight: b.inflight, Log: log, Admin: b.store, Accounts: b.accounts, Logs: logs, Requests: b.requests, Limits: b.limits}
 	// Every mode can re-probe one node at once (after a pull); only the
 	// embedded mode, or --with-worker, schedules whole passes here.
 	w, err := newWorker(c, b, log)

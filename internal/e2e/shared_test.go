@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -89,6 +91,38 @@ func TestSharedReplicas(t *testing.T) {
 		})
 	})
 	a.SetTokenDelay(0)
+
+	t.Run("an API key's rate limit is one budget across replicas", func(t *testing.T) {
+		var key string
+		for _, line := range strings.Split(mustCLI(t, sh.env(), "keys", "create", "--name", "e2e-limited", "--rpm", "3"), "\n") {
+			if strings.HasPrefix(line, "aivx_") {
+				key = strings.TrimSpace(line)
+			}
+		}
+		if key == "" {
+			t.Fatal("keys create printed no key")
+		}
+		get := func(base string) int {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/tags", nil)
+			req.Header.Set("Authorization", "Bearer "+key)
+			resp, err := quickClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		for i, r := range []*server{r1, r2, r1} {
+			if code := get(r.URL); code != http.StatusOK {
+				t.Fatalf("request %d of 3: %d", i+1, code)
+			}
+		}
+		// Per replica, replica 2 has spent one of its 3.
+		if code := get(r2.URL); code != http.StatusTooManyRequests {
+			t.Fatalf("fourth request of a 3/min key across two replicas: %d, want 429", code)
+		}
+	})
 
 	t.Run("disabled node avoided by the other replica within a second", func(t *testing.T) {
 		// Steady traffic through replica 2 while the CLI (no replica
