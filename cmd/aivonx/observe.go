@@ -4,10 +4,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -52,25 +50,11 @@ func serveLogger(c *cli.Context) (*slog.Logger, app.LogReader, func(), error) {
 
 // manageConfig reads the management flags.
 func manageConfig(c *cli.Context) (app.ManageConfig, error) {
-	var cfg app.ManageConfig
-	for _, v := range c.StringSlice(nodeAllowFlag.Name) {
-		for _, s := range strings.Split(v, ",") {
-			if s = strings.TrimSpace(s); s == "" {
-				continue
-			}
-			p, err := netip.ParsePrefix(s)
-			if err != nil {
-				// A bare address is its own /32 or /128.
-				a, aerr := netip.ParseAddr(s)
-				if aerr != nil {
-					return cfg, fmt.Errorf("--node-allow-cidr %q: %w", s, err)
-				}
-				p = netip.PrefixFrom(a, a.BitLen())
-			}
-			cfg.AllowedNetworks = append(cfg.AllowedNetworks, p.Masked())
-		}
+	nets, err := parsePrefixes(c.StringSlice(nodeAllowFlag.Name))
+	if err != nil {
+		return app.ManageConfig{}, fmt.Errorf("--%s: %w", nodeAllowFlag.Name, err)
 	}
-	return cfg, nil
+	return app.ManageConfig{AllowedNetworks: nets}, nil
 }
 
 func observeConfig(c *cli.Context) (app.ObserveConfig, error) {
