@@ -72,7 +72,27 @@ func (h *Handler) handleKeyRevoke(w http.ResponseWriter, r *http.Request) {
 	}
 	st.keys.forget(id)
 	h.log.Info("api key revoked", "key_id", id, "by", principalFrom(r.Context()).Username)
+	if rv := h.deps.Revocations; rv != nil {
+		if err := rv.Revoked(r.Context(), id); err != nil {
+			h.log.Warn("other replicas were not told of the revoked key; they stop accepting it when their cache expires",
+				"key_id", id, "err", err.Error())
+		}
+	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// KeyRevocations announces revoked API keys to every replica.
+type KeyRevocations interface {
+	Revoked(ctx context.Context, keyID int64) error
+}
+
+// ForgetKey drops a revoked key from this replica's cache, so that its
+// next use is checked against the store: the hook for revocations made
+// elsewhere (another replica, the CLI).
+func (h *Handler) ForgetKey(keyID int64) {
+	if st := h.ext.auth; st != nil && st.keys != nil {
+		st.keys.forget(keyID)
+	}
 }
 
 // requireAPIKey guards an inference route. The key comes from

@@ -132,6 +132,10 @@ type Deps struct {
 	Logs LogReader
 	// Requests keeps the request log of /api/requests (requestlog.go).
 	Requests RequestLog
+	// Revocations tells the other replicas when an API key is revoked, so
+	// that they drop it from their caches at once (see ForgetKey). Nil
+	// means they notice within Auth.KeyCacheTTL.
+	Revocations KeyRevocations
 	// Limits keeps API key and login rate limits where every replica
 	// spends the same budget (Redis). Nil, or failing, means per-process
 	// limits.

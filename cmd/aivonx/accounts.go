@@ -23,6 +23,7 @@ import (
 	"github.com/aivonx/aivonx/app/account"
 	"github.com/aivonx/aivonx/app/fleet"
 	"github.com/aivonx/aivonx/infra/postgres"
+	"github.com/aivonx/aivonx/infra/redis"
 	"github.com/aivonx/aivonx/infra/sqlite"
 )
 
@@ -391,7 +392,8 @@ func keysCommand() *cli.Command {
 				Flags:  append([]cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}}, storeFlags...),
 				Action: runKeysList,
 			},
-			{Name: "revoke", Usage: "revoke a key (running servers stop accepting it within 30s)", ArgsUsage: "ID", Flags: storeFlags, Action: runKeysRevoke},
+			{Name: "revoke", Usage: "revoke a key (with --redis-url, shared-mode servers stop accepting it at once; else within 30s)",
+				ArgsUsage: "ID", Flags: append([]cli.Flag{redisFlag, redisPrefixFlag}, storeFlags...), Action: runKeysRevoke},
 		},
 	}
 }
@@ -458,5 +460,17 @@ func runKeysRevoke(c *cli.Context) error {
 		return err
 	}
 	fmt.Fprintf(c.App.Writer, "revoked key %d\n", id)
+	url, err := secret(c, redisFlag)
+	if err != nil || url == "" {
+		return err
+	}
+	client, err := redis.Open(c.Context, url)
+	if err == nil {
+		defer client.Close()
+		err = redis.NewKeyRevocations(client, c.String(redisPrefixFlag.Name)).Revoked(c.Context, id)
+	}
+	if err != nil {
+		fmt.Fprintf(c.App.ErrWriter, "running servers were not told (%v); they stop accepting the key within 30s\n", err)
+	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/aivonx/aivonx/app"
 	"github.com/aivonx/aivonx/app/fleet"
 	"github.com/aivonx/aivonx/infra/memory"
+	"github.com/aivonx/aivonx/infra/redis"
 	"github.com/aivonx/aivonx/infra/sqlite"
 	"github.com/aivonx/aivonx/worker"
 )
@@ -92,6 +93,7 @@ type backend struct {
 	statuses app.StatusSource
 	inflight app.InFlight
 	limits   app.RateLimiter // nil: per-process limits
+	revoked  *redis.KeyRevocations
 	passes   worker.StatusStore
 	lock     worker.Lock
 	deps     []app.Dependency

@@ -97,6 +97,9 @@ func runServe(c *cli.Context) error {
 		cfg.Mode = "lambda"
 	}
 	deps := app.Deps{Fleet: b.store, Statuses: b.statuses, InFlight: b.inflight, Log: log, Admin: b.store, Accounts: b.accounts, Logs: logs, Requests: b.requests, Limits: b.limits}
+	if b.revoked != nil {
+		deps.Revocations = b.revoked
+	}
 	// Every mode can re-probe one node at once (after a pull); only the
 	// embedded mode, or --with-worker, schedules whole passes here.
 	w, err := newWorker(c, b, log)
@@ -107,6 +110,9 @@ func runServe(c *cli.Context) error {
 	h, err := app.New(cfg, deps)
 	if err != nil {
 		return err
+	}
+	if b.revoked != nil {
+		go b.revoked.Listen(ctx, h.ForgetKey) // keys revoked on other replicas or by the CLI
 	}
 	if inLambda() {
 		// No background work between invocations: the status comes from the

@@ -62,6 +62,7 @@ func openShared(c *cli.Context, log *slog.Logger, dbURL, redisURL string) (*back
 	}
 	b.inflight = inflight
 	b.limits = redis.NewRateLimiter(rc, prefix)
+	b.revoked = redis.NewKeyRevocations(rc, prefix)
 	b.lock = redis.NewWorkerLock(rc, prefix, cmp.Or(c.Duration(lockTTLFlag.Name), redis.DefaultLockTTL))
 	b.deps = []app.Dependency{
 		{Name: "postgres", Check: func(ctx context.Context) error { return pool.Ping(ctx) }},

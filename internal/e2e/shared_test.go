@@ -567,3 +567,72 @@ func TestPostgresOutage(t *testing.T) {
 		t.Errorf("/api/health after the restart: postgres %v", h.Dependencies["postgres"])
 	}
 }
+
+// TestSharedKeyRevokedEverywhere: a key revoked through one replica, or by
+// the CLI, stops working on every replica at once, not when their key
+// caches expire (30 s).
+func TestSharedKeyRevokedEverywhere(t *testing.T) {
+	dbURL := testenv.Postgres(t)
+	redisURL, prefix := testenv.Redis(t)
+	sh := newShared(t, dbURL, redisURL, prefix)
+	sh.addNode(t, fakeollama.Start(t, fakeollama.Options{Models: []string{model}}).URL())
+	sh.startWorker(t, "worker")
+	sh.waitPass(t, time.Time{}, 15*time.Second)
+	args := []string{"--require-api-key"}
+	r1 := startServe(t, serveOpts{name: "replica1", env: sh.env(), args: args})
+	r2 := startServe(t, serveOpts{name: "replica2", env: sh.env(), args: args})
+
+	newKey := func(name string) (id, key string) {
+		out := mustCLI(t, sh.env(), "keys", "create", "--name", name)
+		for _, line := range strings.Split(out, "\n") {
+			if strings.HasPrefix(line, "aivx_") {
+				key = strings.TrimSpace(line)
+			}
+			if _, rest, ok := strings.Cut(line, "created key "); ok {
+				id, _, _ = strings.Cut(rest, " ")
+			}
+		}
+		if key == "" || id == "" {
+			t.Fatalf("keys create: %s", out)
+		}
+		return id, key
+	}
+	tags := func(s *server, key string) int {
+		req, _ := http.NewRequest(http.MethodGet, s.URL+"/api/tags", nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := quickClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	// rejectedSoon waits for s to refuse key, far below the cache TTL.
+	rejectedSoon := func(s *server, key, how string) {
+		start := time.Now()
+		waitFor(t, 2*time.Second, how+": the key is refused", func() bool { return tags(s, key) == http.StatusUnauthorized })
+		t.Logf("%s: refused after %v", how, time.Since(start).Round(time.Millisecond))
+	}
+
+	id, key := newKey("via-api")
+	for _, s := range []*server{r1, r2} {
+		if code := tags(s, key); code != http.StatusOK {
+			t.Fatalf("%s with a new key: %d", s.name, code) // now cached on both
+		}
+	}
+	if code, body := r1.adminDo(t, http.MethodDelete, "/api/keys/"+id, nil); code != http.StatusNoContent {
+		t.Fatalf("revoke through replica 1: %d %s", code, body)
+	}
+	rejectedSoon(r2, key, "revoked through replica 1, used on replica 2")
+
+	id, key = newKey("via-cli")
+	for _, s := range []*server{r1, r2} {
+		if code := tags(s, key); code != http.StatusOK {
+			t.Fatalf("%s with a new key: %d", s.name, code)
+		}
+	}
+	mustCLI(t, sh.env(), "keys", "revoke", id)
+	rejectedSoon(r1, key, "revoked by the CLI, used on replica 1")
+	rejectedSoon(r2, key, "revoked by the CLI, used on replica 2")
+}

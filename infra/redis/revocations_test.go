@@ -1,0 +1,64 @@
+package redis_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/aivonx/aivonx/app"
+	"github.com/aivonx/aivonx/infra/redis"
+)
+
+var _ app.KeyRevocations = (*redis.KeyRevocations)(nil)
+
+// A revocation announced by one replica reaches every listening one.
+func TestKeyRevocations(t *testing.T) {
+	t.Parallel()
+	c, prefix := newClient(t)
+	ctx, cancel := context.WithCancel(testCtx(t))
+	got := make(chan int64, 16)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		redis.NewKeyRevocations(c, prefix).Listen(ctx, func(id int64) { got <- id })
+	}()
+	other := redis.NewKeyRevocations(c, prefix)
+	// The subscription starts asynchronously: announce until it hears.
+	deadline := time.After(5 * time.Second)
+	for heard := false; !heard; {
+		if err := other.Revoked(ctx, 42); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case id := <-got:
+			if id != 42 {
+				t.Fatalf("heard key %d, want 42", id)
+			}
+			heard = true
+		case <-time.After(50 * time.Millisecond):
+		case <-deadline:
+			t.Fatal("the revocation never arrived")
+		}
+	}
+	// Another deployment's prefix is not heard.
+	if err := redis.NewKeyRevocations(c, prefix+"other:").Revoked(ctx, 7); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Revoked(ctx, 43); err != nil {
+		t.Fatal(err)
+	}
+	for id := range got {
+		if id == 7 {
+			t.Fatal("heard another prefix's revocation")
+		}
+		if id == 43 {
+			break
+		}
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Listen did not return when its context ended")
+	}
+}
