@@ -126,17 +126,10 @@ func redact(dsn string) string {
 // for the shared throwaway server). It keeps its port and data across
 // Stop/Start, so the URL stays valid.
 type PostgresServer struct {
-	tb      testing.TB // nil when started by LaunchPostgres
+	process // root: data/, postgres.log
 	bindir  string
-	root    string // temp dir: data/, postgres.log
-	port    int
 	cred    *syscall.Credential
 	Version string // e.g. "15.14", from postgres --version
-
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited chan struct{}
-	closed bool
 }
 
 // StartPostgres starts a PostgreSQL server dedicated to this test, with a
@@ -149,12 +142,7 @@ func StartPostgres(tb testing.TB) *PostgresServer {
 	if err != nil {
 		unavailable(tb, fmt.Errorf("PostgreSQL: %w", err))
 	}
-	s.tb = tb
-	tb.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			tb.Errorf("testenv: %v", err)
-		}
-	})
+	s.ownedBy(tb)
 	return s
 }
 
@@ -167,7 +155,7 @@ func LaunchPostgres() (*PostgresServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &PostgresServer{bindir: bindir}
+	s := &PostgresServer{process: process{name: "postgres", stopSig: syscall.SIGINT}, bindir: bindir}
 	if os.Geteuid() == 0 {
 		// initdb and postgres refuse to run as root.
 		if s.cred, err = lookupCred("postgres"); err != nil {
@@ -183,6 +171,7 @@ func LaunchPostgres() (*PostgresServer, error) {
 	if s.root, err = makeRoot("pg", s.cred); err != nil {
 		return nil, err
 	}
+	s.logPath = filepath.Join(s.root, "postgres.log")
 	ok := false
 	defer func() {
 		if !ok {
@@ -218,15 +207,11 @@ func (s *PostgresServer) URL() string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", s.port, DatabaseName)
 }
 
-// Port returns the server's TCP port on 127.0.0.1.
-func (s *PostgresServer) Port() int { return s.port }
-
 func (s *PostgresServer) adminURL() string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", s.port)
 }
 
 func (s *PostgresServer) dataDir() string { return filepath.Join(s.root, "data") }
-func (s *PostgresServer) logPath() string { return filepath.Join(s.root, "postgres.log") }
 
 func (s *PostgresServer) initdb() error {
 	logf, err := os.Create(filepath.Join(s.root, "initdb.log"))
@@ -269,102 +254,27 @@ func (s *PostgresServer) Start() {
 }
 
 func (s *PostgresServer) start() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return fmt.Errorf("postgres server already closed")
-	}
-	if s.cmd != nil {
-		return nil
-	}
-	logf, err := os.OpenFile(s.logPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	defer logf.Close() // the child has its own copy
-	offset, _ := logf.Seek(0, 2)
-	cmd := exec.Command(filepath.Join(s.bindir, "postgres"),
-		"-D", s.dataDir(),
-		"-p", strconv.Itoa(s.port),
-		"-k", s.dataDir(),
-		"-c", "listen_addresses=127.0.0.1",
-		"-c", "fsync=off",
-		"-c", "full_page_writes=off",
-		"-c", "synchronous_commit=off",
-		"-c", "max_connections=300",
-		"-c", "shared_buffers=32MB",
-	)
-	s.prepare(cmd, logf)
-	if err := startChild(cmd); err != nil {
-		return fmt.Errorf("start postgres: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	for {
-		cctx, ccancel := context.WithTimeout(ctx, time.Second)
-		conn, err := pgconn.Connect(cctx, s.adminURL())
-		ccancel()
+	return s.launch(func(log *os.File) *exec.Cmd {
+		cmd := exec.Command(filepath.Join(s.bindir, "postgres"),
+			"-D", s.dataDir(),
+			"-p", strconv.Itoa(s.port),
+			"-k", s.dataDir(),
+			"-c", "listen_addresses=127.0.0.1",
+			"-c", "fsync=off",
+			"-c", "full_page_writes=off",
+			"-c", "synchronous_commit=off",
+			"-c", "max_connections=300",
+			"-c", "shared_buffers=32MB",
+		)
+		s.prepare(cmd, log)
+		return cmd
+	}, func(ctx context.Context) error {
+		conn, err := pgconn.Connect(ctx, s.adminURL())
 		if err == nil {
 			_ = conn.Close(context.Background())
-			s.cmd, s.exited = cmd, exited
-			return nil
 		}
-		select {
-		case <-exited:
-			return fmt.Errorf("postgres exited during startup:\n%s", tailFrom(s.logPath(), offset, 20))
-		case <-ctx.Done():
-			_ = cmd.Process.Kill()
-			<-exited
-			return fmt.Errorf("postgres did not accept connections within 60s: %v\n%s", err, tailFrom(s.logPath(), offset, 20))
-		case <-time.After(25 * time.Millisecond):
-		}
-	}
-}
-
-// Stop shuts the server down (fast shutdown: clients are disconnected, data is
-// kept). It does nothing if the server is not running.
-func (s *PostgresServer) Stop() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	stopProcess(s.cmd, s.exited, syscall.SIGINT)
-	s.cmd, s.exited = nil, nil
-}
-
-// Close stops the server and deletes its data. Later calls do nothing.
-func (s *PostgresServer) Close() error {
-	s.Stop()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil
-	}
-	s.closed = true
-	return os.RemoveAll(s.root)
-}
-
-func (s *PostgresServer) fatal(err error) {
-	if s.tb == nil {
-		panic("testenv: " + err.Error())
-	}
-	s.tb.Helper()
-	s.tb.Fatalf("testenv: %v", err)
-}
-
-// stopProcess sends sig, waits up to 15s for the exit, then kills.
-func stopProcess(cmd *exec.Cmd, exited chan struct{}, sig syscall.Signal) {
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(sig)
-	select {
-	case <-exited:
-	case <-time.After(15 * time.Second):
-		_ = cmd.Process.Kill()
-		<-exited
-	}
+		return err
+	}, 60*time.Second, 25*time.Millisecond)
 }
 
 // findPostgresBin returns the directory holding initdb and postgres: the

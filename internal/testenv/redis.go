@@ -97,16 +97,9 @@ func deletePrefix(opts *redis.Options, prefix string) error {
 // shared throwaway server). It has no persistence: a restart empties it, but
 // it keeps its port, so the URL stays valid.
 type RedisServer struct {
-	tb      testing.TB // nil when started by LaunchRedis
+	process
 	bin     string
-	root    string
-	port    int
 	Version string // e.g. "7.0.15"
-
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited chan struct{}
-	closed bool
 }
 
 // StartRedis starts a redis-server dedicated to this test; it is stopped when
@@ -118,12 +111,7 @@ func StartRedis(tb testing.TB) *RedisServer {
 	if err != nil {
 		unavailable(tb, fmt.Errorf("Redis: %w", err))
 	}
-	s.tb = tb
-	tb.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			tb.Errorf("testenv: %v", err)
-		}
-	})
+	s.ownedBy(tb)
 	return s
 }
 
@@ -139,7 +127,7 @@ func LaunchRedis() (*RedisServer, error) {
 			return nil, fmt.Errorf("no redis-server on PATH and %s not set: %w", EnvRedisURL, ErrNotInstalled)
 		}
 	}
-	s := &RedisServer{bin: bin}
+	s := &RedisServer{process: process{name: "redis-server", stopSig: syscall.SIGTERM}, bin: bin}
 	if out, err := exec.Command(bin, "--version").Output(); err == nil {
 		for _, f := range strings.Fields(string(out)) {
 			if v, ok := strings.CutPrefix(f, "v="); ok {
@@ -150,6 +138,7 @@ func LaunchRedis() (*RedisServer, error) {
 	if s.root, err = makeRoot("redis", nil); err != nil {
 		return nil, err
 	}
+	s.logPath = filepath.Join(s.root, "redis.log")
 	for attempt := 0; ; attempt++ {
 		if s.port, err = freePort(); err != nil {
 			break
@@ -169,72 +158,29 @@ func LaunchRedis() (*RedisServer, error) {
 // URL returns the server's URL, database 0.
 func (s *RedisServer) URL() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", s.port) }
 
-// Port returns the server's TCP port on 127.0.0.1.
-func (s *RedisServer) Port() int { return s.port }
-
-func (s *RedisServer) logPath() string { return filepath.Join(s.root, "redis.log") }
-
 // Start starts the server again after Stop, on the same port (empty: Redis
 // here keeps no data). It does nothing if the server is running. Like t.Fatal,
 // call it from the test's goroutine.
 func (s *RedisServer) Start() {
 	if err := s.start(); err != nil {
-		if s.tb == nil {
-			panic("testenv: " + err.Error())
-		}
-		s.tb.Helper()
-		s.tb.Fatalf("testenv: %v", err)
+		s.fatal(err)
 	}
 }
 
 func (s *RedisServer) start() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return fmt.Errorf("redis server already closed")
-	}
-	if s.cmd != nil {
-		return nil
-	}
-	logf, err := os.OpenFile(s.logPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	defer logf.Close()
-	offset, _ := logf.Seek(0, 2)
-	cmd := exec.Command(s.bin,
-		"--port", strconv.Itoa(s.port),
-		"--bind", "127.0.0.1",
-		"--save", "",
-		"--appendonly", "no",
-		"--daemonize", "no",
-		"--dir", s.root,
-	)
-	cmd.Dir = s.root
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := startChild(cmd); err != nil {
-		return fmt.Errorf("start redis-server: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if err := pingRedis(s.port); err == nil {
-			s.cmd, s.exited = cmd, exited
-			return nil
-		}
-		select {
-		case <-exited:
-			return fmt.Errorf("redis-server exited during startup:\n%s", tailFrom(s.logPath(), offset, 20))
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			<-exited
-			return fmt.Errorf("redis-server did not answer PING within 30s:\n%s", tailFrom(s.logPath(), offset, 20))
-		}
-	}
+	return s.launch(func(log *os.File) *exec.Cmd {
+		cmd := exec.Command(s.bin,
+			"--port", strconv.Itoa(s.port),
+			"--bind", "127.0.0.1",
+			"--save", "",
+			"--appendonly", "no",
+			"--daemonize", "no",
+			"--dir", s.root,
+		)
+		cmd.Dir = s.root
+		cmd.Stdout, cmd.Stderr = log, log
+		return cmd
+	}, func(context.Context) error { return pingRedis(s.port) }, 30*time.Second, 10*time.Millisecond)
 }
 
 // pingRedis sends a raw PING, avoiding a client's retries and pools.
@@ -256,24 +202,4 @@ func pingRedis(port int) error {
 		return fmt.Errorf("PING: %q", line)
 	}
 	return nil
-}
-
-// Stop shuts the server down. It does nothing if the server is not running.
-func (s *RedisServer) Stop() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	stopProcess(s.cmd, s.exited, syscall.SIGTERM)
-	s.cmd, s.exited = nil, nil
-}
-
-// Close stops the server and deletes its directory. Later calls do nothing.
-func (s *RedisServer) Close() error {
-	s.Stop()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil
-	}
-	s.closed = true
-	return os.RemoveAll(s.root)
 }
