@@ -281,6 +281,22 @@ export function fmtNum(n) {
   return typeof n === "number" && isFinite(n) ? n.toLocaleString() : "–";
 }
 
+// toLocalInput turns an RFC 3339 time into a datetime-local value.
+export function toLocalInput(iso) {
+  const d = iso ? new Date(iso) : null;
+  if (!d || isNaN(d)) return "";
+  const p = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+}
+
+// fromLocalInput turns a datetime-local value (the browser's time zone)
+// into RFC 3339 in UTC.
+export function fromLocalInput(v) {
+  if (!v) return "";
+  const d = new Date(v);
+  return isNaN(d) ? "" : d.toISOString();
+}
+
 export function fmtTime(iso) {
   if (!iso) return "–";
   const d = new Date(iso);

@@ -1,6 +1,6 @@
 // Logs: filter the proxy's JSON logs by level, text and time, page through
 // them newest first.
-import { $, h, api, banner, clearBanner, initPage, fmtTime, emptyRow, pager } from "./lib.js";
+import { $, h, api, banner, clearBanner, initPage, fmtTime, emptyRow, pager, toLocalInput, fromLocalInput } from "./lib.js";
 
 await initPage();
 
@@ -17,22 +17,6 @@ $("#log-source").value = params.get("source") || "";
 $("#log-limit").value = params.get("limit") || "50";
 $("#log-start").value = toLocalInput(params.get("start"));
 $("#log-end").value = toLocalInput(params.get("end"));
-
-// toLocalInput turns an RFC 3339 time into a datetime-local value.
-function toLocalInput(iso) {
-  const d = iso ? new Date(iso) : null;
-  if (!d || isNaN(d)) return "";
-  const p = (n) => String(n).padStart(2, "0");
-  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
-}
-
-// fromLocalInput turns a datetime-local value (the browser's time zone)
-// into RFC 3339 in UTC.
-function fromLocalInput(v) {
-  if (!v) return "";
-  const d = new Date(v);
-  return isNaN(d) ? "" : d.toISOString();
-}
 
 function filters() {
   const q = new URLSearchParams();

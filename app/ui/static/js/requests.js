@@ -1,6 +1,6 @@
 // Requests: the request log (who, model, node, status, duration, tokens),
 // newest first, with filters, paging and an optional auto-refresh.
-import { $, h, api, banner, clearBanner, initPage, fmtTime, fmtMs, fmtNum, fmtBytes, emptyRow, pager } from "./lib.js";
+import { $, h, api, banner, clearBanner, initPage, fmtTime, fmtMs, fmtNum, fmtBytes, emptyRow, pager, toLocalInput, fromLocalInput } from "./lib.js";
 
 await initPage();
 
@@ -18,22 +18,6 @@ for (const [k, el] of Object.entries(inputs)) el.value = params.get(k) || "";
 $("#req-limit").value = params.get("limit") || "50";
 $("#req-since").value = toLocalInput(params.get("since"));
 $("#req-until").value = toLocalInput(params.get("until"));
-
-// toLocalInput turns an RFC 3339 time into a datetime-local value.
-function toLocalInput(iso) {
-  const d = iso ? new Date(iso) : null;
-  if (!d || isNaN(d)) return "";
-  const p = (n) => String(n).padStart(2, "0");
-  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
-}
-
-// fromLocalInput turns a datetime-local value (the browser's time zone)
-// into RFC 3339 in UTC.
-function fromLocalInput(v) {
-  if (!v) return "";
-  const d = new Date(v);
-  return isNaN(d) ? "" : d.toISOString();
-}
 
 function filters() {
   const q = new URLSearchParams();
