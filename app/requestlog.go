@@ -51,7 +51,8 @@ type RequestLog interface {
 }
 
 const (
-	requestLogChunk      = 1000 // records per write
+	requestLogChunk      = 1000     // records per write
+	maxSpareRecords      = 16 << 10 // the largest written batch whose array is kept for the next
 	requestLogPruneEvery = time.Hour
 	requestLogMaxRetries = 3 // a batch the store refuses (not "unavailable") is dropped after this many failed writes
 )
@@ -67,6 +68,7 @@ type requestLog struct {
 
 	mu      sync.Mutex
 	pending []RequestRecord
+	spare   []RequestRecord // a written batch's array, for the next one
 	timer   *time.Timer
 	dropped int // since the last report
 
@@ -242,7 +244,9 @@ func (b *requestLog) flushLocked(ctx context.Context) error {
 		b.timer = nil
 	}
 	batch := b.pending
-	b.pending = nil
+	// The last batch's array, once written, takes the next records: under
+	// load a growing slice would be most of the log's allocations.
+	b.pending, b.spare = b.spare[:0], nil
 	dropped := b.dropped
 	b.dropped = 0
 	b.mu.Unlock()
@@ -250,6 +254,7 @@ func (b *requestLog) flushLocked(ctx context.Context) error {
 		b.log.Warn("request log records dropped: the store could not be written for too long", "dropped", dropped)
 	}
 	var err error
+	written := batch
 	for len(batch) > 0 {
 		chunk := batch[:min(len(batch), requestLogChunk)]
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -261,6 +266,12 @@ func (b *requestLog) flushLocked(ctx context.Context) error {
 		batch = batch[len(chunk):]
 	}
 	if err == nil {
+		if cap(written) <= maxSpareRecords { // not the backlog of an outage
+			clear(written) // drop the records' strings
+			b.mu.Lock()
+			b.spare = written[:0]
+			b.mu.Unlock()
+		}
 		b.failures = 0
 		b.prune(ctx)
 		return nil
