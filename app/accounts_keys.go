@@ -292,9 +292,19 @@ func (h *Handler) takeKeyLimit(ctx context.Context, k account.Key) time.Duration
 // deployment then allows up to the limit per replica), which is logged
 // once each way.
 func (h *Handler) takeLimit(ctx context.Context, name string, perMinute, burst int, local func() time.Duration) time.Duration {
+	return h.sharedLimit(ctx, RateLimiter.Take, name, perMinute, burst, local)
+}
+
+// peekLimit is takeLimit that spends nothing.
+func (h *Handler) peekLimit(ctx context.Context, name string, perMinute, burst int, local func() time.Duration) time.Duration {
+	return h.sharedLimit(ctx, RateLimiter.Peek, name, perMinute, burst, local)
+}
+
+func (h *Handler) sharedLimit(ctx context.Context, op func(RateLimiter, context.Context, string, int, int) (time.Duration, error),
+	name string, perMinute, burst int, local func() time.Duration) time.Duration {
 	st := h.ext.auth
 	if st.shared != nil {
-		wait, err := st.shared.Take(ctx, name, perMinute, burst)
+		wait, err := op(st.shared, ctx, name, perMinute, burst)
 		if err == nil {
 			if st.sharedDown.Swap(false) {
 				h.log.Info("shared rate limits available again")

@@ -105,16 +105,25 @@ const sessionCookie = "aivonx_session"
 // setupHint tells an operator how to create the first admin.
 const setupHint = "run: aivonx users create --username admin --role admin --password-stdin"
 
-// RateLimiter spends one request of a named budget shared by every
-// replica: perMinute requests a minute, burst of them at once. It returns
-// how long to wait when none is left (the request is then not counted).
+// RateLimiter keeps named budgets shared by every replica: perMinute
+// requests a minute, burst of them at once. Take spends one request, or
+// returns how long to wait when none is left (spending nothing); Peek only
+// returns that wait.
 type RateLimiter interface {
 	Take(ctx context.Context, name string, perMinute, burst int) (wait time.Duration, err error)
+	Peek(ctx context.Context, name string, perMinute, burst int) (wait time.Duration, err error)
 }
 
 // loginsPerMinute bounds login attempts per client address, failed or
 // not: as many at once, then as many a minute.
 const loginsPerMinute = 10
+
+// A username is locked after failuresPerUser failed logins, and may fail
+// again failuresPerMinute times a minute.
+const (
+	failuresPerUser   = 5
+	failuresPerMinute = 3
+)
 
 type authState struct {
 	store      AccountStore // nil: no accounts, guarded routes are open
@@ -160,7 +169,7 @@ func (h *Handler) initAuth() error {
 		h.log.Warn("no account store: management and state routes are open to anyone")
 	}
 	st.ipLogins = newLimiterSet(loginsPerMinute, time.Minute/loginsPerMinute) // 10 at once, then 10 a minute
-	st.userFails = newLimiterSet(5, 20*time.Second)
+	st.userFails = newLimiterSet(failuresPerUser, time.Minute/failuresPerMinute)
 	st.keys = newKeyCache(orDuration(c.KeyCacheTTL, 30*time.Second))
 	st.keyLimits = &keyLimiters{m: map[int64]*keyLimiter{}}
 	st.shared = h.deps.Limits

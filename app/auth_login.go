@@ -85,7 +85,9 @@ func (h *Handler) checkLogin(w http.ResponseWriter, r *http.Request) (u account.
 		return u, false
 	}
 	userKey := strings.ToLower(user)
-	if wait := st.userFails.wait(userKey, now); wait > 0 {
+	failKey := "loginfail:" + userKey
+	if wait := h.peekLimit(r.Context(), failKey, failuresPerMinute, failuresPerUser,
+		func() time.Duration { return st.userFails.wait(userKey, now) }); wait > 0 {
 		tooManyLogins(w, wait)
 		return u, false
 	}
@@ -95,7 +97,8 @@ func (h *Handler) checkLogin(w http.ResponseWriter, r *http.Request) (u account.
 		return u, false
 	}
 	if !account.CheckPassword(u.PasswordHash, pass) {
-		st.userFails.take(userKey, now)
+		h.takeLimit(r.Context(), failKey, failuresPerMinute, failuresPerUser,
+			func() time.Duration { return st.userFails.take(userKey, now) })
 		h.log.Info("login failed", "username", user, "client", h.clientIP(r))
 		writeDetail(w, http.StatusUnauthorized, "Invalid credentials.")
 		return u, false

@@ -792,6 +792,10 @@ func (l *sharedLimits) Take(_ context.Context, name string, perMinute, burst int
 	return l.wait, l.err
 }
 
+func (l *sharedLimits) Peek(ctx context.Context, name string, perMinute, burst int) (time.Duration, error) {
+	return l.Take(ctx, "peek "+name, perMinute, burst)
+}
+
 // With a shared limiter every replica spends one budget; when it fails
 // each replica limits on its own, and says so once.
 func TestAPIKeyRateLimitShared(t *testing.T) {
@@ -817,9 +821,10 @@ func TestAPIKeyRateLimitShared(t *testing.T) {
 	if ra := resp.Header.Get("Retry-After"); ra != "2" {
 		t.Fatalf("Retry-After %q, want 2 (1.5 s rounded up)", ra)
 	}
-	// The login spent the address's shared budget, each request the key's.
+	// The login spent the address's shared budget and asked whether the
+	// username is locked; each request spent the key's.
 	key1 := fmt.Sprintf("key:%d 2/min burst 2", id)
-	if want := []string{"login:127.0.0.1 10/min burst 10", key1, key1}; !slices.Equal(limits.calls, want) {
+	if want := []string{"login:127.0.0.1 10/min burst 10", "peek loginfail:alice 3/min burst 5", key1, key1}; !slices.Equal(limits.calls, want) {
 		t.Fatalf("shared limiter calls %q, want %q", limits.calls, want)
 	}
 

@@ -27,6 +27,9 @@ local allowed_at = tat + interval - burst * interval
 if allowed_at > now then
   return math.ceil(allowed_at - now)
 end
+if ARGV[3] == '0' then
+  return 0
+end
 tat = tat + interval
 redis.call('SET', KEYS[1], tostring(tat), 'PX', math.ceil(tat - now) + 1000)
 return 0
@@ -52,12 +55,22 @@ func NewRateLimiter(client *goredis.Client, prefix string) *RateLimiter {
 // minute, burst at once), or returns how long to wait before one is
 // available, without spending it.
 func (l *RateLimiter) Take(ctx context.Context, name string, perMinute, burst int) (time.Duration, error) {
+	return l.run(ctx, name, perMinute, burst, 1)
+}
+
+// Peek returns how long to wait before the named budget allows a request,
+// spending nothing.
+func (l *RateLimiter) Peek(ctx context.Context, name string, perMinute, burst int) (time.Duration, error) {
+	return l.run(ctx, name, perMinute, burst, 0)
+}
+
+func (l *RateLimiter) run(ctx context.Context, name string, perMinute, burst, spend int) (time.Duration, error) {
 	if perMinute <= 0 {
 		return 0, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
-	ms, err := limitScript.Run(ctx, l.client, []string{l.prefix + "ratelimit:" + name}, perMinute, max(burst, 1)).Int64()
+	ms, err := limitScript.Run(ctx, l.client, []string{l.prefix + "ratelimit:" + name}, perMinute, max(burst, 1), spend).Int64()
 	if err != nil {
 		return 0, translate("rate limit", fmt.Errorf("%s: %w", name, err))
 	}

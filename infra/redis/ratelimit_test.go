@@ -39,6 +39,17 @@ func TestRateLimiter(t *testing.T) {
 	if again := take(r1, "key:1"); again <= 0 {
 		t.Fatalf("a refused request was counted: the next one waits %v", again)
 	}
+	if peek, err := r2.Peek(ctx, "key:1", 120, 3); err != nil || peek <= 0 {
+		t.Fatalf("Peek on a spent budget = %v, %v; want a wait", peek, err)
+	}
+	for range 5 { // asking spends nothing
+		if peek, err := r2.Peek(ctx, "key:4", 120, 1); err != nil || peek != 0 {
+			t.Fatalf("Peek on a fresh budget = %v, %v", peek, err)
+		}
+	}
+	if w := take(r2, "key:4"); w != 0 {
+		t.Fatalf("the first request after five peeks waits %v", w)
+	}
 	if w := take(r1, "key:2"); w != 0 {
 		t.Fatalf("another budget waits %v", w)
 	}

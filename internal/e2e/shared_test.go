@@ -635,4 +635,25 @@ func TestSharedKeyRevokedEverywhere(t *testing.T) {
 	mustCLI(t, sh.env(), "keys", "revoke", id)
 	rejectedSoon(r1, key, "revoked by the CLI, used on replica 1")
 	rejectedSoon(r2, key, "revoked by the CLI, used on replica 2")
+
+	// Password guesses spread over the replicas lock the username on all of
+	// them after five failures, as on one.
+	login := func(s *server, password string) int {
+		resp, err := quickClient.Post(s.URL+"/api/account/login", "application/json",
+			strings.NewReader(`{"username":"ghost","password":"`+password+`"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for i, s := range []*server{r1, r2, r1, r2, r1} {
+		if code := login(s, fmt.Sprint("guess", i)); code != http.StatusUnauthorized {
+			t.Fatalf("guess %d on %s: %d, want 401", i+1, s.name, code)
+		}
+	}
+	if code := login(r2, "guess5"); code != http.StatusTooManyRequests {
+		t.Fatalf("a sixth guess across two replicas: %d, want 429", code)
+	}
 }
