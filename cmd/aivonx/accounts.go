@@ -248,6 +248,10 @@ func usersCommand() *cli.Command {
 				Name: "passwd", Usage: "set a user's password (ends the user's sessions and tokens)", ArgsUsage: "USERNAME|ID",
 				Flags: append([]cli.Flag{pwFlag}, storeFlags...), Action: runUsersPasswd,
 			},
+			{
+				Name: "logout", Usage: "end every session and token of a user, on every device (a lost laptop, a leaked token)",
+				ArgsUsage: "USERNAME|ID", Flags: storeFlags, Action: runUsersLogout,
+			},
 		},
 	}
 }
@@ -344,6 +348,23 @@ func runUsersRm(c *cli.Context) error {
 		return err
 	}
 	fmt.Fprintf(c.App.Writer, "deleted user %d (%s)\n", u.ID, u.Username)
+	return nil
+}
+
+func runUsersLogout(c *cli.Context) error {
+	store, closeStore, err := openAccounts(c)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	u, err := findUser(c, store)
+	if err != nil {
+		return err
+	}
+	if err := store.EndSessions(c.Context, u.ID); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "ended every session and token of %s\n", u.Username)
 	return nil
 }
 

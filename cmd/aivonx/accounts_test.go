@@ -178,6 +178,12 @@ func TestUsersAndKeysCLI(t *testing.T) {
 		t.Fatalf("users list:\n%s", out)
 	}
 	run("changed password\n", "users", "passwd", "--password-stdin", "vic")
+	if out := run("", "users", "logout", "admin"); !strings.Contains(out, "ended every session and token of admin") {
+		t.Fatalf("users logout: %s", out)
+	}
+	if _, err := runCLI(t, "", withData([]string{"users", "logout", "nobody"})...); err == nil {
+		t.Fatal("users logout of an unknown user succeeded")
+	}
 	if _, err := runCLI(t, "", withData([]string{"users", "rm", "admin"})...); err == nil || !strings.Contains(err.Error(), "last admin") {
 		t.Fatalf("removing the last admin: %v", err)
 	}
@@ -199,8 +205,8 @@ func TestUsersAndKeysCLI(t *testing.T) {
 	}
 	defer store.Close()
 	u, err := store.UserByName(context.Background(), "admin")
-	if err != nil || !account.CheckPassword(u.PasswordHash, "admin password") {
-		t.Fatalf("admin: %+v, %v", u, err)
+	if err != nil || !account.CheckPassword(u.PasswordHash, "admin password") || u.TokenEpoch != 1 {
+		t.Fatalf("admin: %+v, %v; want the password kept and one logout", u, err)
 	}
 	if _, err := store.UserByName(context.Background(), "vic"); !errors.Is(err, fleet.ErrNotFound) {
 		t.Fatal("vic still exists")
