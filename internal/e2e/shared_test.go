@@ -93,33 +93,14 @@ func TestSharedReplicas(t *testing.T) {
 	a.SetTokenDelay(0)
 
 	t.Run("an API key's rate limit is one budget across replicas", func(t *testing.T) {
-		var key string
-		for _, line := range strings.Split(mustCLI(t, sh.env(), "keys", "create", "--name", "e2e-limited", "--rpm", "3"), "\n") {
-			if strings.HasPrefix(line, "aivx_") {
-				key = strings.TrimSpace(line)
-			}
-		}
-		if key == "" {
-			t.Fatal("keys create printed no key")
-		}
-		get := func(base string) int {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/tags", nil)
-			req.Header.Set("Authorization", "Bearer "+key)
-			resp, err := quickClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			return resp.StatusCode
-		}
+		_, key := sh.createKey(t, "--name", "e2e-limited", "--rpm", "3")
 		for i, r := range []*server{r1, r2, r1} {
-			if code := get(r.URL); code != http.StatusOK {
+			if code := tagsWithKey(t, r, key); code != http.StatusOK {
 				t.Fatalf("request %d of 3: %d", i+1, code)
 			}
 		}
 		// Per replica, replica 2 has spent one of its 3.
-		if code := get(r2.URL); code != http.StatusTooManyRequests {
+		if code := tagsWithKey(t, r2, key); code != http.StatusTooManyRequests {
 			t.Fatalf("fourth request of a 3/min key across two replicas: %d, want 429", code)
 		}
 	})
@@ -582,42 +563,16 @@ func TestSharedKeyRevokedEverywhere(t *testing.T) {
 	r1 := startServe(t, serveOpts{name: "replica1", env: sh.env(), args: args})
 	r2 := startServe(t, serveOpts{name: "replica2", env: sh.env(), args: args})
 
-	newKey := func(name string) (id, key string) {
-		out := mustCLI(t, sh.env(), "keys", "create", "--name", name)
-		for _, line := range strings.Split(out, "\n") {
-			if strings.HasPrefix(line, "aivx_") {
-				key = strings.TrimSpace(line)
-			}
-			if _, rest, ok := strings.Cut(line, "created key "); ok {
-				id, _, _ = strings.Cut(rest, " ")
-			}
-		}
-		if key == "" || id == "" {
-			t.Fatalf("keys create: %s", out)
-		}
-		return id, key
-	}
-	tags := func(s *server, key string) int {
-		req, _ := http.NewRequest(http.MethodGet, s.URL+"/api/tags", nil)
-		req.Header.Set("Authorization", "Bearer "+key)
-		resp, err := quickClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode
-	}
 	// rejectedSoon waits for s to refuse key, far below the cache TTL.
 	rejectedSoon := func(s *server, key, how string) {
 		start := time.Now()
-		waitFor(t, 2*time.Second, how+": the key is refused", func() bool { return tags(s, key) == http.StatusUnauthorized })
+		waitFor(t, 2*time.Second, how+": the key is refused", func() bool { return tagsWithKey(t, s, key) == http.StatusUnauthorized })
 		t.Logf("%s: refused after %v", how, time.Since(start).Round(time.Millisecond))
 	}
 
-	id, key := newKey("via-api")
+	id, key := sh.createKey(t, "--name", "via-api")
 	for _, s := range []*server{r1, r2} {
-		if code := tags(s, key); code != http.StatusOK {
+		if code := tagsWithKey(t, s, key); code != http.StatusOK {
 			t.Fatalf("%s with a new key: %d", s.name, code) // now cached on both
 		}
 	}
@@ -626,9 +581,9 @@ func TestSharedKeyRevokedEverywhere(t *testing.T) {
 	}
 	rejectedSoon(r2, key, "revoked through replica 1, used on replica 2")
 
-	id, key = newKey("via-cli")
+	id, key = sh.createKey(t, "--name", "via-cli")
 	for _, s := range []*server{r1, r2} {
-		if code := tags(s, key); code != http.StatusOK {
+		if code := tagsWithKey(t, s, key); code != http.StatusOK {
 			t.Fatalf("%s with a new key: %d", s.name, code)
 		}
 	}
@@ -656,4 +611,38 @@ func TestSharedKeyRevokedEverywhere(t *testing.T) {
 	if code := login(r2, "guess5"); code != http.StatusTooManyRequests {
 		t.Fatalf("a sixth guess across two replicas: %d, want 429", code)
 	}
+}
+
+// createKey makes an API key through the CLI (args: its flags) and returns
+// its ID and plaintext.
+func (s *shared) createKey(t testing.TB, args ...string) (id, key string) {
+	t.Helper()
+	out := mustCLI(t, s.env(), append([]string{"keys", "create"}, args...)...)
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "aivx_") {
+			key = strings.TrimSpace(line)
+		}
+		if _, rest, ok := strings.Cut(line, "created key "); ok {
+			id, _, _ = strings.Cut(rest, " ")
+		}
+	}
+	if key == "" || id == "" {
+		t.Fatalf("keys create: %s", out)
+	}
+	return id, key
+}
+
+// tagsWithKey sends GET /api/tags to s with an API key and returns the
+// status.
+func tagsWithKey(t testing.TB, s *server, key string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, s.URL+"/api/tags", nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := quickClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
 }
