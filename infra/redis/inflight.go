@@ -209,7 +209,7 @@ func (f *InFlight) Acquire(ctx context.Context, nodeIDs []int64) (chosen int, re
 	}
 	l := &lease{id: leaseID()}
 	chosen = -1
-	if try, probe := f.useRedis(); try {
+	if try, _ := f.useRedis(); try {
 		a := &acquisition{nodeIDs: nodeIDs, id: l.id, done: make(chan struct{})}
 		f.acquireShared(a)
 		switch {
@@ -233,7 +233,6 @@ func (f *InFlight) Acquire(ctx context.Context, nodeIDs []int64) (chosen int, re
 				l.maybe[i] = f.key(id)
 			}
 			if ctx.Err() != nil {
-				f.abandoned(probe)
 				l.done = true
 				f.mu.Lock()
 				f.removeLocked(l)
