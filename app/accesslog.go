@@ -74,6 +74,12 @@ func (w *recorder) Flush() {
 	if w.a.status == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
+	// net/http's writer (and the Lambda one) flush directly; a
+	// ResponseController would add frames to every stream's deepest path.
+	if f, ok := w.ResponseWriter.(interface{ FlushError() error }); ok {
+		_ = f.FlushError()
+		return
+	}
 	_ = http.NewResponseController(w.ResponseWriter).Flush()
 }
 
@@ -88,37 +94,61 @@ var requestPrefix = func() string {
 
 // serveLogged runs the router and writes one JSON access line per request.
 // Request bodies and credentials are never logged.
+//
+// Its frame stays on the stack for the whole of a stream, so the work
+// around the call to the router is done in helpers that return first (see
+// tail).
 func (h *Handler) serveLogged(w http.ResponseWriter, r *http.Request) {
+	rec, r := h.beginAccess(w, r)
+	defer h.endAccess(rec, r)
+	if h.headTooLarge(rec, r) {
+		return
+	}
+	h.router.ServeHTTP(rec, r)
+}
+
+// beginAccess starts a request's access record and returns the recording
+// writer and the request that carries the record.
+func (h *Handler) beginAccess(w http.ResponseWriter, r *http.Request) (*recorder, *http.Request) {
 	a := &access{start: time.Now()}
 	a.requestID = r.Header.Get("X-Request-Id")
 	if a.requestID == "" || len(a.requestID) > 128 {
 		a.requestID = requestPrefix + "-" + itoa(requestSeq.Add(1))
 	}
-	rec := &recorder{ResponseWriter: w, a: a}
 	hdr := w.Header()
 	hdr.Set("X-Request-Id", a.requestID)
 	hdr.Set("X-Aivonx-Version", h.cfg.Version)
-	r = r.WithContext(context.WithValue(r.Context(), accessKey{}, a))
-	defer func() {
-		p := recover()
-		if p != nil && p != http.ErrAbortHandler {
-			h.log.Error("panic serving request", "path", r.URL.Path, "panic", p)
-			if a.status == 0 {
-				writeError(rec, ollamaDialect, http.StatusInternalServerError, "internal error")
-			}
-			p = http.ErrAbortHandler // end this request, keep the process
+	return &recorder{ResponseWriter: w, a: a}, r.WithContext(context.WithValue(r.Context(), accessKey{}, a))
+}
+
+// endAccess writes the access line. A panic in the handler is logged and
+// answered with a 500 (when nothing was sent yet), then ends only this
+// request: the connection is cut, the process keeps serving.
+func (h *Handler) endAccess(rec *recorder, r *http.Request) {
+	a := rec.a
+	p := recover()
+	if p != nil && p != http.ErrAbortHandler {
+		h.log.Error("panic serving request", "path", r.URL.Path, "panic", p)
+		if a.status == 0 {
+			writeError(rec, ollamaDialect, http.StatusInternalServerError, "internal error")
 		}
-		h.logAccess(r, a)
-		if p != nil {
-			panic(p)
-		}
-	}()
-	if n := headBytes(r); n > h.cfg.MaxHeaderBytes {
-		writeError(rec, dialectOf(r.URL.Path), http.StatusRequestHeaderFieldsTooLarge,
-			"request headers are "+strconv.Itoa(n)+" bytes, more than the "+strconv.Itoa(h.cfg.MaxHeaderBytes)+" allowed")
-		return
+		p = http.ErrAbortHandler
 	}
-	h.router.ServeHTTP(rec, r)
+	h.logAccess(r, a)
+	if p != nil {
+		panic(p)
+	}
+}
+
+// headTooLarge answers 431 to a request whose head is over the limit.
+func (h *Handler) headTooLarge(w http.ResponseWriter, r *http.Request) bool {
+	n := headBytes(r)
+	if n <= h.cfg.MaxHeaderBytes {
+		return false
+	}
+	writeError(w, dialectOf(r.URL.Path), http.StatusRequestHeaderFieldsTooLarge,
+		"request headers are "+strconv.Itoa(n)+" bytes, more than the "+strconv.Itoa(h.cfg.MaxHeaderBytes)+" allowed")
+	return true
 }
 
 // headBytes is the size of a request's head as it came: the request line

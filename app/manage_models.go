@@ -213,7 +213,13 @@ func (h *Handler) handleCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, ollamaDialect, http.StatusServiceUnavailable, fleet.ErrNoCandidate.Error())
 		return
 	}
-	h.forward(w, r, route{upstream: "/api/create"}, v, body, cands)
+	rt := route{upstream: "/api/create"}
+	node, resp, release := h.forward(w, r, rt, v, body, cands)
+	if resp == nil {
+		return
+	}
+	h.relay(w, r, rt, node, resp)
+	release()
 	a := accessFrom(r.Context())
 	if a.node == "" || a.status >= 300 {
 		return

@@ -170,18 +170,27 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int,
 	return body, 0, nil
 }
 
-// proxy returns the handler of a model-routed route.
+// proxy returns the handler of a model-routed route. Reading the request,
+// choosing the node and relaying its answer are three calls made from
+// here, so that only the relay's frame is on the stack while the response
+// streams (see tail).
 func (h *Handler) proxy(rt route) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if v, body, cands, ok := h.candidates(w, r, rt); ok {
-			h.forward(w, r, rt, v, body, cands)
+		v, body, cands, ok := h.candidates(w, r, rt)
+		if !ok {
+			return
 		}
+		node, resp, release := h.forward(w, r, rt, v, body, cands)
+		if resp == nil {
+			return
+		}
+		h.relay(w, r, rt, node, resp)
+		release()
 	}
 }
 
 // candidates reads the request and returns the nodes that may serve it,
-// or answers it with the error that stops it. It is apart from proxy so
-// that its frame is off the stack before the response streams (see tail).
+// or answers it with the error that stops it.
 func (h *Handler) candidates(w http.ResponseWriter, r *http.Request, rt route) (*view, []byte, []fleet.Candidate, bool) {
 	a := accessFrom(r.Context())
 	body, status, err := h.readBody(w, r)
@@ -206,10 +215,12 @@ func (h *Handler) candidates(w http.ResponseWriter, r *http.Request, rt route) (
 	return v, body, v.settings.Strategy.Narrow(cands), true
 }
 
-// forward sends the request to the least loaded candidate and relays the
-// answer. A candidate that cannot be reached, or is busy, before anything
-// was sent to the client is dropped and the next one is tried.
-func (h *Handler) forward(w http.ResponseWriter, r *http.Request, rt route, v *view, body []byte, cands []fleet.Candidate) {
+// forward sends the request to the least loaded candidate and returns the
+// node, its response and the release of its in-flight lease, to be called
+// once the response is relayed. A candidate that cannot be reached, or is
+// busy, is dropped and the next one is tried. When no node answers it
+// writes the error itself and returns a nil response.
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, rt route, v *view, body []byte, cands []fleet.Candidate) (*fleet.Node, *http.Response, func()) {
 	ctx := r.Context()
 	a := accessFrom(ctx)
 	ids := make([]int64, len(cands))
@@ -221,7 +232,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, rt route, v *v
 		i, release, err := h.inflight.Acquire(ctx, ids)
 		if err != nil {
 			writeErr(w, r, rt.dialect, err)
-			return
+			return nil, nil, nil
 		}
 		node := &cands[i].Node
 		resp, err := h.send(ctx, r, rt, v.urls[node.ID], body)
@@ -234,11 +245,11 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, rt route, v *v
 		if err != nil {
 			release()
 			if ctx.Err() != nil {
-				return // the client went away; nobody to answer
+				return nil, nil, nil // the client went away; nobody to answer
 			}
 			if errors.Is(err, errFirstByteTimeout) {
 				h.answerTimeout(w, rt, a, node)
-				return
+				return nil, nil, nil
 			}
 			if !errors.Is(err, errBusy) {
 				h.markUnreachable(ctx, *node, err)
@@ -250,15 +261,13 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, rt route, v *v
 			continue
 		}
 		a.node = node.Name
-		h.relay(w, r, rt, node, resp)
-		release()
-		return
+		return node, resp, release
 	}
 	h.answerNoNode(w, rt, a, lastErr)
+	return nil, nil, nil
 }
 
-// The answers of a forward that found no node are written apart, to keep
-// forward's frame, which stays on the stack for the whole stream, small.
+// The answers of a forward that found no node.
 
 func (h *Handler) answerTimeout(w http.ResponseWriter, rt route, a *access, node *fleet.Node) {
 	a.node = node.Name

@@ -60,23 +60,22 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rt route, node *
 		}
 		bp := h.bufs.Get().(*[]byte)
 		n, rerr := resp.Body.Read(*bp)
+		var werr error
 		if n > 0 {
 			chunk := (*bp)[:n]
 			t.add(chunk)
 			lastNewline = chunk[n-1] == '\n'
-			_, werr := w.Write(chunk)
-			h.bufs.Put(bp)
-			if werr != nil {
-				return // the client is gone; closing the body cancels the node
-			}
-			// Flush every chunk of a stream at once, except one that came
-			// with the end of the body: returning flushes it together with
-			// the chunked terminator, one write instead of two.
-			if kind != plainBody && rerr == nil {
-				flush(w)
-			}
-		} else {
-			h.bufs.Put(bp)
+			_, werr = w.Write(chunk)
+		}
+		h.bufs.Put(bp)
+		if werr != nil {
+			return // the client is gone; closing the body cancels the node
+		}
+		// Flush every chunk of a stream at once, except one that came with
+		// the end of the body: returning flushes it together with the
+		// chunked terminator, one write instead of two.
+		if n > 0 && kind != plainBody && rerr == nil {
+			flush(w)
 		}
 		if rerr == io.EOF {
 			break
