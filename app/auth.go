@@ -328,7 +328,13 @@ type claims struct {
 }
 
 func tokenVersion(u account.User) string {
-	sum := sha256.Sum256([]byte(u.PasswordHash + "\x00" + strconv.FormatInt(u.TokenEpoch, 10)))
+	v := u.PasswordHash
+	if u.TokenEpoch != 0 {
+		// Epoch 0 keeps the version of tokens issued before epochs
+		// existed, so an upgrade logs nobody out.
+		v += "\x00" + strconv.FormatInt(u.TokenEpoch, 10)
+	}
+	sum := sha256.Sum256([]byte(v))
 	return hex.EncodeToString(sum[:6])
 }
 
