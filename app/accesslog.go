@@ -34,6 +34,8 @@ type access struct {
 	// "user:alice"); apiKeyID is set when an API key authenticated it.
 	who      string
 	apiKeyID int64
+	// client is the client's address once clientOf worked it out.
+	client string
 	// tail is the relay's record of the response's last bytes.
 	tail tail
 }
@@ -188,7 +190,7 @@ func (h *Handler) logAccess(r *http.Request, a *access) {
 		slog.Float64("ttfb_ms", ms(a.firstByte)),
 		slog.Int64("bytes", a.bytes),
 		slog.String("request_id", a.requestID),
-		slog.String("client", h.clientIP(r)),
+		slog.String("client", h.clientOf(r, a)),
 	)
 	if a.model != "" {
 		attrs = append(attrs, slog.String("model", a.model))
@@ -256,6 +258,15 @@ func (h *Handler) clientIP(r *http.Request) string {
 		}
 	}
 	return last.String()
+}
+
+// clientOf is clientIP, worked out once per request for the access line
+// and the request history.
+func (h *Handler) clientOf(r *http.Request, a *access) string {
+	if a.client == "" {
+		a.client = h.clientIP(r)
+	}
+	return a.client
 }
 
 func inPrefixes(ps []netip.Prefix, a netip.Addr) bool {

@@ -99,7 +99,7 @@ func (h *Handler) checkLogin(w http.ResponseWriter, r *http.Request) (u account.
 	if !account.CheckPassword(u.PasswordHash, pass) {
 		h.takeLimit(r.Context(), failKey, failuresPerMinute, failuresPerUser,
 			func() time.Duration { return st.userFails.take(userKey, now) })
-		h.log.Info("login failed", "username", user, "client", h.clientIP(r))
+		h.log.Info("login failed", "username", user, "client", ip)
 		writeDetail(w, http.StatusUnauthorized, "Invalid credentials.")
 		return u, false
 	}

@@ -151,7 +151,7 @@ func (h *Handler) logRequest(r *http.Request, a *access, status int) {
 		Time:             a.start,
 		RequestID:        a.requestID,
 		Who:              a.who,
-		Client:           h.clientIP(r),
+		Client:           h.clientOf(r, a),
 		Method:           r.Method,
 		Path:             r.URL.Path,
 		Model:            h.historyModel(a.model),
