@@ -319,7 +319,9 @@ func findUser(c *cli.Context, store app.AccountStore) (account.User, error) {
 	return store.UserByName(c.Context, ref)
 }
 
-func runUsersRm(c *cli.Context) error {
+// withUser opens the account store and finds the user the command names
+// (USERNAME|ID) for do.
+func withUser(c *cli.Context, do func(app.AccountStore, account.User) error) error {
 	store, closeStore, err := openAccounts(c)
 	if err != nil {
 		return err
@@ -329,43 +331,42 @@ func runUsersRm(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if u.Role == account.RoleAdmin {
-		users, err := store.Users(c.Context)
-		if err != nil {
-			return err
-		}
-		others := 0
-		for _, o := range users {
-			if o.Role == account.RoleAdmin && o.ID != u.ID {
-				others++
+	return do(store, u)
+}
+
+func runUsersRm(c *cli.Context) error {
+	return withUser(c, func(store app.AccountStore, u account.User) error {
+		if u.Role == account.RoleAdmin {
+			users, err := store.Users(c.Context)
+			if err != nil {
+				return err
+			}
+			others := 0
+			for _, o := range users {
+				if o.Role == account.RoleAdmin && o.ID != u.ID {
+					others++
+				}
+			}
+			if others == 0 {
+				return fmt.Errorf("%s is the last admin; create another admin first", u.Username)
 			}
 		}
-		if others == 0 {
-			return fmt.Errorf("%s is the last admin; create another admin first", u.Username)
+		if err := store.DeleteUser(c.Context, u.ID); err != nil {
+			return err
 		}
-	}
-	if err := store.DeleteUser(c.Context, u.ID); err != nil {
-		return err
-	}
-	fmt.Fprintf(c.App.Writer, "deleted user %d (%s)\n", u.ID, u.Username)
-	return nil
+		fmt.Fprintf(c.App.Writer, "deleted user %d (%s)\n", u.ID, u.Username)
+		return nil
+	})
 }
 
 func runUsersLogout(c *cli.Context) error {
-	store, closeStore, err := openAccounts(c)
-	if err != nil {
-		return err
-	}
-	defer closeStore()
-	u, err := findUser(c, store)
-	if err != nil {
-		return err
-	}
-	if err := store.EndSessions(c.Context, u.ID); err != nil {
-		return err
-	}
-	fmt.Fprintf(c.App.Writer, "ended every session and token of %s\n", u.Username)
-	return nil
+	return withUser(c, func(store app.AccountStore, u account.User) error {
+		if err := store.EndSessions(c.Context, u.ID); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.App.Writer, "ended every session and token of %s\n", u.Username)
+		return nil
+	})
 }
 
 func runUsersPasswd(c *cli.Context) error {
@@ -377,21 +378,14 @@ func runUsersPasswd(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	store, closeStore, err := openAccounts(c)
-	if err != nil {
-		return err
-	}
-	defer closeStore()
-	u, err := findUser(c, store)
-	if err != nil {
-		return err
-	}
-	u.PasswordHash = hash
-	if _, err := store.UpdateUser(c.Context, u); err != nil {
-		return err
-	}
-	fmt.Fprintf(c.App.Writer, "password of %s changed\n", u.Username)
-	return nil
+	return withUser(c, func(store app.AccountStore, u account.User) error {
+		u.PasswordHash = hash
+		if _, err := store.UpdateUser(c.Context, u); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.App.Writer, "password of %s changed\n", u.Username)
+		return nil
+	})
 }
 
 func keysCommand() *cli.Command {
