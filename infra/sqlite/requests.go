@@ -2,6 +2,8 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -9,8 +11,92 @@ import (
 	"github.com/aivonx/aivonx/app/history"
 )
 
-// The request log methods of Store (schema version 3). They satisfy
-// app.RequestLog.
+// The request log methods of Store. They satisfy app.RequestLog.
+//
+// A record's key is its start time in Unix microseconds (schema 5). At
+// thousands of requests a second the log is written on the proxy's own CPU,
+// and keying the table by time is what makes a row cheap: the table is its
+// own time index, so an insert touches the table and the model and node
+// indexes and nothing else, and "newest first" and time ranges read it in
+// key order. Two requests that start in the same microsecond cannot share a
+// key; the later-written one takes the next free microsecond, which keeps
+// them in the order they were written, as the log promises.
+
+// requestColumns are the columns after the key, in the order the
+// statements below bind and scan them.
+const requestColumns = `request_id, who, client, method, path, model, node,
+	status, duration_ms, ttfb_ms, prompt_tokens, completion_tokens, bytes, error`
+
+// requestKey and requestTime convert between a record's time and its key.
+func requestKey(t time.Time) int64    { return t.UnixMicro() }
+func requestTime(key int64) time.Time { return time.UnixMicro(key).UTC() }
+
+// recordWriter inserts records inside one transaction.
+type recordWriter struct {
+	insert, nextFree *sql.Stmt
+	last             int64 // the key written last, if any
+	wrote            bool
+}
+
+func prepareRecordWriter(ctx context.Context, tx *sql.Tx, table string) (*recordWriter, error) {
+	insert, err := tx.PrepareContext(ctx, `INSERT INTO `+table+` (id, `+requestColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`)
+	if err != nil {
+		return nil, err
+	}
+	// The first free key after a run of taken ones that starts at ?.
+	nextFree, err := tx.PrepareContext(ctx, `SELECT a.id + 1 FROM `+table+` a WHERE a.id >= ?
+		AND NOT EXISTS (SELECT 1 FROM `+table+` b WHERE b.id = a.id + 1) ORDER BY a.id LIMIT 1`)
+	if err != nil {
+		insert.Close()
+		return nil, err
+	}
+	return &recordWriter{insert: insert, nextFree: nextFree}, nil
+}
+
+func (w *recordWriter) Close() {
+	w.insert.Close()
+	w.nextFree.Close()
+}
+
+// write inserts r under the first free key from key on and returns that
+// key. A taken key is usually taken by the record written just before (a
+// burst of one microsecond), so the key after that one is tried next; only
+// then is the table searched for a free key, which the transaction's write
+// lock keeps free.
+func (w *recordWriter) write(ctx context.Context, key int64, r history.Record) (int64, error) {
+	ok, err := w.try(ctx, key, r)
+	if ok || err != nil {
+		return key, err
+	}
+	if w.wrote && w.last >= key {
+		if ok, err := w.try(ctx, w.last+1, r); ok || err != nil {
+			return w.last, err
+		}
+	}
+	if err := w.nextFree.QueryRowContext(ctx, key).Scan(&key); err != nil {
+		return 0, fmt.Errorf("find a free key after %d: %w", key, err)
+	}
+	if ok, err := w.try(ctx, key, r); !ok && err == nil {
+		return 0, fmt.Errorf("key %d: taken although it was free", key)
+	}
+	return key, err
+}
+
+// try inserts r under key and reports whether the key was free.
+func (w *recordWriter) try(ctx context.Context, key int64, r history.Record) (bool, error) {
+	res, err := w.insert.ExecContext(ctx, key, r.RequestID, r.Who, r.Client, r.Method, r.Path, r.Model, r.Node,
+		r.Status, r.DurationMS, r.TTFBMS, r.PromptTokens, r.CompletionTokens, r.Bytes, r.Error)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	if err != nil || n == 0 {
+		return false, err
+	}
+	w.last, w.wrote = key, true
+	return true, nil
+}
 
 // RecordRequests inserts the records in one transaction, in the order
 // given.
@@ -23,16 +109,13 @@ func (s *Store) RecordRequests(ctx context.Context, records []history.Record) er
 		return translate("record requests", err)
 	}
 	defer tx.Rollback()
-	stmt, err := tx.PrepareContext(ctx, `INSERT INTO request_log (started_at, request_id, who, client, method, path, model, node,
-		status, duration_ms, ttfb_ms, prompt_tokens, completion_tokens, bytes, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	w, err := prepareRecordWriter(ctx, tx, "request_log")
 	if err != nil {
 		return translate("record requests", err)
 	}
-	defer stmt.Close()
+	defer w.Close()
 	for _, r := range records {
-		r = r.Clean()
-		if _, err := stmt.ExecContext(ctx, fmtTime(r.Time), r.RequestID, r.Who, r.Client, r.Method, r.Path, r.Model, r.Node,
-			r.Status, r.DurationMS, r.TTFBMS, r.PromptTokens, r.CompletionTokens, r.Bytes, r.Error); err != nil {
+		if _, err := w.write(ctx, requestKey(r.Time), r.Clean()); err != nil {
 			return translate("record requests", err)
 		}
 	}
@@ -64,18 +147,17 @@ func (s *Store) Requests(ctx context.Context, q history.Query) ([]history.Record
 		add("status <= ?", q.StatusMax)
 	}
 	if !q.Since.IsZero() {
-		add("started_at >= ?", fmtTime(q.Since))
+		add("id >= ?", requestKey(q.Since))
 	}
 	if !q.Until.IsZero() {
-		add("started_at <= ?", fmtTime(q.Until))
+		add("id <= ?", requestKey(q.Until))
 	}
-	query := `SELECT id, started_at, request_id, who, client, method, path, model, node, status,
-		duration_ms, ttfb_ms, prompt_tokens, completion_tokens, bytes, error FROM request_log`
+	query := `SELECT id, ` + requestColumns + ` FROM request_log`
 	if len(where) > 0 {
 		query += " WHERE " + strings.Join(where, " AND ")
 	}
 	limit := min(max(q.Limit, 0), history.MaxLimit+1)
-	query += " ORDER BY started_at DESC, id DESC LIMIT " + strconv.Itoa(limit) + " OFFSET " + strconv.Itoa(max(q.Offset, 0))
+	query += " ORDER BY id DESC LIMIT " + strconv.Itoa(limit) + " OFFSET " + strconv.Itoa(max(q.Offset, 0))
 	rows, err := s.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, translate("read requests", err)
@@ -84,12 +166,11 @@ func (s *Store) Requests(ctx context.Context, q history.Query) ([]history.Record
 	out := []history.Record{}
 	for rows.Next() {
 		var r history.Record
-		var at string
-		if err := rows.Scan(&r.ID, &at, &r.RequestID, &r.Who, &r.Client, &r.Method, &r.Path, &r.Model, &r.Node, &r.Status,
+		if err := rows.Scan(&r.ID, &r.RequestID, &r.Who, &r.Client, &r.Method, &r.Path, &r.Model, &r.Node, &r.Status,
 			&r.DurationMS, &r.TTFBMS, &r.PromptTokens, &r.CompletionTokens, &r.Bytes, &r.Error); err != nil {
 			return nil, translate("read requests", err)
 		}
-		r.Time = parseTime(at)
+		r.Time = requestTime(r.ID)
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
@@ -100,10 +181,69 @@ func (s *Store) Requests(ctx context.Context, q history.Query) ([]history.Record
 
 // PruneRequests deletes the records older than before and returns how many.
 func (s *Store) PruneRequests(ctx context.Context, before time.Time) (int64, error) {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM request_log WHERE started_at < ?`, fmtTime(before))
+	res, err := s.db.ExecContext(ctx, `DELETE FROM request_log WHERE id < ?`, requestKey(before))
 	if err != nil {
 		return 0, translate("prune requests", err)
 	}
 	n, err := res.RowsAffected()
 	return n, translate("prune requests", err)
+}
+
+// rekeyRequestLog is schema 5: the request log of schema 3, whose key was
+// an insertion counter and whose start time was text with an index of its
+// own, rebuilt with the start time as the key. Rows are copied oldest
+// first, so a row that meets an earlier one's microsecond takes the next
+// free one and the order of the log is kept.
+func rekeyRequestLog(ctx context.Context, tx *sql.Tx) error {
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE request_log_v5 (
+		id                INTEGER PRIMARY KEY, -- start time, Unix microseconds
+		request_id        TEXT    NOT NULL DEFAULT '',
+		who               TEXT    NOT NULL DEFAULT '',
+		client            TEXT    NOT NULL DEFAULT '',
+		method            TEXT    NOT NULL,
+		path              TEXT    NOT NULL,
+		model             TEXT    NOT NULL DEFAULT '',
+		node              TEXT    NOT NULL DEFAULT '',
+		status            INTEGER NOT NULL,
+		duration_ms       REAL    NOT NULL DEFAULT 0,
+		ttfb_ms           REAL    NOT NULL DEFAULT 0,
+		prompt_tokens     INTEGER NOT NULL DEFAULT 0,
+		completion_tokens INTEGER NOT NULL DEFAULT 0,
+		bytes             INTEGER NOT NULL DEFAULT 0,
+		error             TEXT    NOT NULL DEFAULT ''
+	)`); err != nil {
+		return err
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT started_at, `+requestColumns+` FROM request_log ORDER BY started_at, id`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	w, err := prepareRecordWriter(ctx, tx, "request_log_v5")
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	next := int64(-1 << 63) // the lowest key still free for the next row
+	for rows.Next() {
+		var r history.Record
+		var at string
+		if err := rows.Scan(&at, &r.RequestID, &r.Who, &r.Client, &r.Method, &r.Path, &r.Model, &r.Node, &r.Status,
+			&r.DurationMS, &r.TTFBMS, &r.PromptTokens, &r.CompletionTokens, &r.Bytes, &r.Error); err != nil {
+			return fmt.Errorf("copy the request log: %w", err)
+		}
+		key, err := w.write(ctx, max(requestKey(parseTime(at)), next), r)
+		if err != nil {
+			return fmt.Errorf("copy the request log: %w", err)
+		}
+		next = key + 1
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("copy the request log: %w", err)
+	}
+	_, err = tx.ExecContext(ctx, `DROP TABLE request_log;
+		ALTER TABLE request_log_v5 RENAME TO request_log;
+		CREATE INDEX request_log_model_idx ON request_log (model, id);
+		CREATE INDEX request_log_node_idx ON request_log (node, id);`)
+	return err
 }

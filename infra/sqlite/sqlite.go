@@ -41,7 +41,7 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	s := &Store{db: db}
-	if err := s.migrate(ctx); err != nil {
+	if err := s.migrate(ctx, len(schema)); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
@@ -54,9 +54,21 @@ func (s *Store) Close() error { return s.db.Close() }
 // Ping checks the database answers.
 func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
 
+// A migration moves the schema one version on, inside the migrating
+// transaction.
+type migration func(ctx context.Context, tx *sql.Tx) error
+
+// statements is a migration that is plain SQL.
+func statements(query string) migration {
+	return func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, query)
+		return err
+	}
+}
+
 // schema is applied in order; PRAGMA user_version records how far.
-var schema = []string{
-	`CREATE TABLE nodes (
+var schema = []migration{
+	statements(`CREATE TABLE nodes (
 		id         INTEGER PRIMARY KEY AUTOINCREMENT,
 		name       TEXT NOT NULL,
 		base_url   TEXT NOT NULL UNIQUE,
@@ -68,10 +80,10 @@ var schema = []string{
 		id         INTEGER PRIMARY KEY CHECK (id = 1),
 		value      TEXT NOT NULL,
 		updated_at TEXT NOT NULL
-	);`,
+	);`),
 	// 2: users and API keys (accounts.go). Times are UTC text of a fixed
 	// width (accountTime), so that they compare as strings.
-	`CREATE TABLE users (
+	statements(`CREATE TABLE users (
 		id            INTEGER PRIMARY KEY AUTOINCREMENT,
 		username      TEXT NOT NULL UNIQUE COLLATE NOCASE,
 		password_hash TEXT NOT NULL,
@@ -91,10 +103,10 @@ var schema = []string{
 		prompt_tokens     INTEGER NOT NULL DEFAULT 0,
 		completion_tokens INTEGER NOT NULL DEFAULT 0,
 		last_used_at      TEXT
-	);`,
-	// 3: the request log (requests.go). started_at is UTC text of a fixed
+	);`),
+	// 3: the request log (rebuilt by 5). started_at is UTC text of a fixed
 	// width (accountTime), so that it compares as a string.
-	`CREATE TABLE request_log (
+	statements(`CREATE TABLE request_log (
 		id                INTEGER PRIMARY KEY AUTOINCREMENT,
 		started_at        TEXT    NOT NULL,
 		request_id        TEXT    NOT NULL DEFAULT '',
@@ -114,12 +126,15 @@ var schema = []string{
 	);
 	CREATE INDEX request_log_started_at_idx ON request_log (started_at DESC, id DESC);
 	CREATE INDEX request_log_model_idx ON request_log (model, started_at DESC);
-	CREATE INDEX request_log_node_idx ON request_log (node, started_at DESC);`,
+	CREATE INDEX request_log_node_idx ON request_log (node, started_at DESC);`),
 	// 4: logouts void a user's earlier tokens (the token epoch).
-	`ALTER TABLE users ADD COLUMN token_epoch INTEGER NOT NULL DEFAULT 0;`,
+	statements(`ALTER TABLE users ADD COLUMN token_epoch INTEGER NOT NULL DEFAULT 0;`),
+	// 5: the request log keyed by its start time (requests.go).
+	rekeyRequestLog,
 }
 
-func (s *Store) migrate(ctx context.Context) error {
+// migrate brings the schema to version target (len(schema) but in tests).
+func (s *Store) migrate(ctx context.Context, target int) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
@@ -132,8 +147,8 @@ func (s *Store) migrate(ctx context.Context) error {
 	if version > len(schema) {
 		return fmt.Errorf("the data directory was written by a newer aivonx (schema %d > %d)", version, len(schema))
 	}
-	for ; version < len(schema); version++ {
-		if _, err := tx.ExecContext(ctx, schema[version]); err != nil {
+	for ; version < target; version++ {
+		if err := schema[version](ctx, tx); err != nil {
 			return fmt.Errorf("migrate to %d: %w", version+1, err)
 		}
 	}
