@@ -114,8 +114,14 @@ func (s *Store) RecordRequests(ctx context.Context, records []history.Record) er
 		return translate("record requests", err)
 	}
 	defer w.Close()
+	// The driver watches a cancellable context from a goroutine of its
+	// own, started for every statement: more than the insert itself costs.
+	// ctx still bounds the wait for the write lock (BeginTx above), the one
+	// step that can block; the inserts only write to pages the transaction
+	// holds.
+	rowCtx := context.WithoutCancel(ctx)
 	for _, r := range records {
-		if _, err := w.write(ctx, requestKey(r.Time), r.Clean()); err != nil {
+		if _, err := w.write(rowCtx, requestKey(r.Time), r.Clean()); err != nil {
 			return translate("record requests", err)
 		}
 	}
