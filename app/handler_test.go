@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -263,6 +264,33 @@ func TestFailoverBeforeFirstByte(t *testing.T) {
 			t.Fatal("in-flight count leaked")
 		}
 	})
+}
+
+// A node that restarted has closed the proxy's pooled connection to it:
+// the request is sent again on a new connection, with its whole body, and
+// the client never hears of it.
+func TestDeadPooledConnectionReplaysTheBody(t *testing.T) {
+	node := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+	e := newEnv(t, app.Config{}, node)
+	for i := range 3 {
+		if resp := e.post("/api/chat", chat); resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		} else {
+			readAll(t, resp)
+		}
+		node.Stop()
+		if err := node.Restart(); err != nil {
+			t.Fatal(err)
+		}
+		body := fmt.Sprintf(`{"model":"llama3","messages":[{"role":"user","content":"again %d"}],"stream":false}`, i)
+		resp := e.post("/api/chat", body)
+		if got := readAll(t, resp); resp.StatusCode != 200 || !strings.Contains(got, `"done":true`) {
+			t.Fatalf("after the node restarted: status %d body %q", resp.StatusCode, got)
+		}
+		if _, got, _ := node.LastRequest("/api/chat"); string(got) != body {
+			t.Fatalf("node got body %q, want %q", got, body)
+		}
+	}
 }
 
 func TestMidStreamFailureIsVisibleAndNeverRetried(t *testing.T) {

@@ -307,12 +307,19 @@ func (h *Handler) send(ctx context.Context, r *http.Request, rt route, base *url
 	if base == nil {
 		return nil, errors.New("node has no valid URL")
 	}
+	// Built field by field rather than by http.NewRequest, which would
+	// print the URL only to parse it back.
 	u := &url.URL{Scheme: base.Scheme, Host: base.Host, Path: rt.upstream, RawQuery: r.URL.RawQuery}
-	out, err := http.NewRequestWithContext(ctx, r.Method, u.String(), bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	out.Header = make(http.Header, len(r.Header)+2)
+	out := (&http.Request{
+		Method: r.Method, URL: u, Host: u.Host,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header:        make(http.Header, len(r.Header)+2),
+		Body:          bodyOf(body),
+		ContentLength: int64(len(body)),
+		// Lets the transport replay the body on a pooled connection that
+		// turns out to be dead.
+		GetBody: func() (io.ReadCloser, error) { return bodyOf(body), nil },
+	}).WithContext(ctx)
 	copyHeaders(out.Header, r.Header, skipRequestHeaders)
 	if ip := peerIP(r); ip != "" {
 		if prior := r.Header.Get("X-Forwarded-For"); prior != "" {
@@ -334,6 +341,16 @@ func (h *Handler) send(ctx context.Context, r *http.Request, rt route, base *url
 		return nil, err
 	}
 	return resp, nil
+}
+
+// bodyOf is a request body of b, as http.NewRequest makes it: an empty
+// one is http.NoBody, which a transport sends as "no body" rather than as
+// one of unknown length.
+func bodyOf(b []byte) io.ReadCloser {
+	if len(b) == 0 {
+		return http.NoBody
+	}
+	return io.NopCloser(bytes.NewReader(b))
 }
 
 // copyHeaders copies src into dst, leaving out the skipped headers and any
