@@ -131,3 +131,13 @@ func TestCompareVersions(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkParseModel(b *testing.B) {
+	body := []byte(`{"model":"llama3","messages":[{"role":"user","content":"Why is the sky blue? Answer in one short paragraph."}],"stream":true,"options":{"temperature":0.2}}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := parseModel(body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strings"
 	"syscall"
+	"unicode/utf8"
 
 	"github.com/aivonx/aivonx/app/fleet"
 )
@@ -68,17 +69,14 @@ func parseModel(body []byte) (string, error) {
 		i = skipSpace(body, i+1) // the colon
 		valEnd := skipValue(body, i)
 		if len(key) <= 64 { // no longer key can fold to "model" or "name"
-			k2 := string(key[1 : len(key)-1])
-			if bytes.IndexByte(key, '\\') >= 0 {
-				_ = json.Unmarshal(key, &k2)
-			}
-			// Case-insensitive, as encoding/json (and so Ollama) matches.
-			if k2 = strings.ToLower(k2); k2 == "model" || k2 == "name" {
+			if k2 := fieldOf(key); k2 != "" {
 				var v string
-				if body[i] != 'n' { // null leaves it empty, as encoding/json does
-					if err := json.Unmarshal(body[i:valEnd], &v); err != nil {
-						return invalid(k2, "must be a string")
-					}
+				switch body[i] {
+				case 'n': // null leaves it empty, as encoding/json does
+				case '"':
+					v = jsonString(body[i:valEnd])
+				default:
+					return invalid(k2, "must be a string")
 				}
 				if k2 == "model" {
 					model = v
@@ -97,6 +95,36 @@ func parseModel(body []byte) (string, error) {
 		return invalid("model", "model is required")
 	}
 	return m, nil
+}
+
+// jsonString decodes the JSON string literal q, quotes included, which is
+// known to be valid. Most are plain text, copied as they are.
+func jsonString(q []byte) string {
+	raw := q[1 : len(q)-1]
+	if bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
+		return string(raw)
+	}
+	var s string
+	_ = json.Unmarshal(q, &s) // escapes, and bad UTF-8 made U+FFFD as encoding/json does
+	return s
+}
+
+// fieldOf returns "model" or "name" when the JSON key q (quotes included)
+// names that field as encoding/json, and so Ollama, matches it: case-
+// insensitively. No other letter folds to one of theirs, so EqualFold is
+// the same test as lowering the key.
+func fieldOf(q []byte) string {
+	key := q[1 : len(q)-1]
+	if bytes.IndexByte(key, '\\') >= 0 {
+		key = []byte(jsonString(q))
+	}
+	switch {
+	case bytes.EqualFold(key, []byte("model")):
+		return "model"
+	case bytes.EqualFold(key, []byte("name")):
+		return "name"
+	}
+	return ""
 }
 
 func skipSpace(b []byte, i int) int {
