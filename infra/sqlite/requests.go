@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"fmt"
 	"strconv"
 	"strings"
@@ -31,62 +32,131 @@ const requestColumns = `request_id, who, client, method, path, model, node,
 func requestKey(t time.Time) int64    { return t.UnixMicro() }
 func requestTime(key int64) time.Time { return time.UnixMicro(key).UTC() }
 
-// recordWriter inserts records inside one transaction.
+// RecordRequests inserts the records in one transaction, in the order
+// given.
+//
+// It talks to the driver directly (sql.Conn.Raw): database/sql's
+// conversion of every argument and result was a tenth of an insert, and
+// the log is written at the proxy's request rate.
+func (s *Store) RecordRequests(ctx context.Context, records []history.Record) error {
+	if len(records) == 0 {
+		return nil
+	}
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return translate("record requests", err)
+	}
+	defer conn.Close()
+	err = conn.Raw(func(dc any) error {
+		w, err := beginRecordWriter(ctx, dc)
+		if err != nil {
+			return err
+		}
+		defer w.close()
+		// The driver watches a cancellable context from a goroutine of
+		// its own, started for every statement: more than an insert
+		// costs. ctx still bounds the wait for the write lock (taken when
+		// the transaction began), the one step that can block; the
+		// inserts only write to pages the transaction holds.
+		rowCtx := context.WithoutCancel(ctx)
+		for _, r := range records {
+			if err := w.write(rowCtx, requestKey(r.Time), r.Clean()); err != nil {
+				return err
+			}
+		}
+		return w.commit()
+	})
+	return translate("record requests", err)
+}
+
+// recordWriter inserts records inside one transaction of a driver
+// connection.
 type recordWriter struct {
-	insert, nextFree *sql.Stmt
-	last             int64 // the key written last, if any
-	wrote            bool
+	tx               driver.Tx
+	insert, nextFree driver.Stmt
+	args             []driver.NamedValue // the insert's, reused row to row
+	last             int64               // the key written last, if any
+	wrote, done      bool
 }
 
-func prepareRecordWriter(ctx context.Context, tx *sql.Tx, table string) (*recordWriter, error) {
-	insert, err := tx.PrepareContext(ctx, `INSERT INTO `+table+` (id, `+requestColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`)
-	if err != nil {
+func beginRecordWriter(ctx context.Context, dc any) (_ *recordWriter, err error) {
+	c, ok := dc.(interface {
+		driver.ConnBeginTx
+		driver.ConnPrepareContext
+	})
+	if !ok {
+		return nil, fmt.Errorf("driver connection %T cannot begin or prepare with a context", dc)
+	}
+	w := &recordWriter{args: make([]driver.NamedValue, 15)}
+	for i := range w.args {
+		w.args[i].Ordinal = i + 1
+	}
+	if w.tx, err = c.BeginTx(ctx, driver.TxOptions{}); err != nil {
 		return nil, err
 	}
-	// The first free key after a run of taken ones that starts at ?.
-	nextFree, err := tx.PrepareContext(ctx, `SELECT a.id + 1 FROM `+table+` a WHERE a.id >= ?
-		AND NOT EXISTS (SELECT 1 FROM `+table+` b WHERE b.id = a.id + 1) ORDER BY a.id LIMIT 1`)
-	if err != nil {
-		insert.Close()
+	defer func() {
+		if err != nil {
+			w.close()
+		}
+	}()
+	if w.insert, err = c.PrepareContext(ctx, `INSERT INTO request_log (id, `+requestColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`); err != nil {
 		return nil, err
 	}
-	return &recordWriter{insert: insert, nextFree: nextFree}, nil
+	// The first free key after the run of taken ones that starts at ?.
+	w.nextFree, err = c.PrepareContext(ctx, `SELECT a.id + 1 FROM request_log a WHERE a.id >= ?
+		AND NOT EXISTS (SELECT 1 FROM request_log b WHERE b.id = a.id + 1) ORDER BY a.id LIMIT 1`)
+	return w, err
 }
 
-func (w *recordWriter) Close() {
-	w.insert.Close()
-	w.nextFree.Close()
+// close rolls back what was not committed and frees the statements.
+func (w *recordWriter) close() {
+	for _, st := range []driver.Stmt{w.insert, w.nextFree} {
+		if st != nil {
+			st.Close()
+		}
+	}
+	if !w.done {
+		w.tx.Rollback()
+	}
 }
 
-// write inserts r under the first free key from key on and returns that
-// key. A taken key is usually taken by the record written just before (a
-// burst of one microsecond), so the key after that one is tried next; only
-// then is the table searched for a free key, which the transaction's write
-// lock keeps free.
-func (w *recordWriter) write(ctx context.Context, key int64, r history.Record) (int64, error) {
+func (w *recordWriter) commit() error {
+	w.done = true
+	return w.tx.Commit()
+}
+
+// write inserts r under the first free key from key on. A taken key is
+// usually taken by the record written just before (a burst of one
+// microsecond), so the key after that one is tried next; only then is the
+// table searched for a free key, which the transaction's write lock keeps
+// free.
+func (w *recordWriter) write(ctx context.Context, key int64, r history.Record) error {
 	ok, err := w.try(ctx, key, r)
 	if ok || err != nil {
-		return key, err
+		return err
 	}
 	if w.wrote && w.last >= key {
 		if ok, err := w.try(ctx, w.last+1, r); ok || err != nil {
-			return w.last, err
+			return err
 		}
 	}
-	if err := w.nextFree.QueryRowContext(ctx, key).Scan(&key); err != nil {
-		return 0, fmt.Errorf("find a free key after %d: %w", key, err)
+	if key, err = w.firstFree(ctx, key); err != nil {
+		return err
 	}
 	if ok, err := w.try(ctx, key, r); !ok && err == nil {
-		return 0, fmt.Errorf("key %d: taken although it was free", key)
+		return fmt.Errorf("key %d: taken although it was free", key)
 	}
-	return key, err
+	return err
 }
 
 // try inserts r under key and reports whether the key was free.
 func (w *recordWriter) try(ctx context.Context, key int64, r history.Record) (bool, error) {
-	res, err := w.insert.ExecContext(ctx, key, r.RequestID, r.Who, r.Client, r.Method, r.Path, r.Model, r.Node,
-		r.Status, r.DurationMS, r.TTFBMS, r.PromptTokens, r.CompletionTokens, r.Bytes, r.Error)
+	for i, v := range [...]any{key, r.RequestID, r.Who, r.Client, r.Method, r.Path, r.Model, r.Node,
+		int64(r.Status), r.DurationMS, r.TTFBMS, r.PromptTokens, r.CompletionTokens, r.Bytes, r.Error} {
+		w.args[i].Value = v
+	}
+	res, err := w.insert.(driver.StmtExecContext).ExecContext(ctx, w.args)
 	if err != nil {
 		return false, err
 	}
@@ -98,34 +168,23 @@ func (w *recordWriter) try(ctx context.Context, key int64, r history.Record) (bo
 	return true, nil
 }
 
-// RecordRequests inserts the records in one transaction, in the order
-// given.
-func (s *Store) RecordRequests(ctx context.Context, records []history.Record) error {
-	if len(records) == 0 {
-		return nil
-	}
-	tx, err := s.db.BeginTx(ctx, nil)
+// firstFree returns the first free key after the run of taken ones that
+// starts at from.
+func (w *recordWriter) firstFree(ctx context.Context, from int64) (int64, error) {
+	rows, err := w.nextFree.(driver.StmtQueryContext).QueryContext(ctx, []driver.NamedValue{{Ordinal: 1, Value: from}})
 	if err != nil {
-		return translate("record requests", err)
+		return 0, fmt.Errorf("find a free key after %d: %w", from, err)
 	}
-	defer tx.Rollback()
-	w, err := prepareRecordWriter(ctx, tx, "request_log")
-	if err != nil {
-		return translate("record requests", err)
+	defer rows.Close()
+	v := make([]driver.Value, 1)
+	if err := rows.Next(v); err != nil {
+		return 0, fmt.Errorf("find a free key after %d: %w", from, err)
 	}
-	defer w.Close()
-	// The driver watches a cancellable context from a goroutine of its
-	// own, started for every statement: more than the insert itself costs.
-	// ctx still bounds the wait for the write lock (BeginTx above), the one
-	// step that can block; the inserts only write to pages the transaction
-	// holds.
-	rowCtx := context.WithoutCancel(ctx)
-	for _, r := range records {
-		if _, err := w.write(rowCtx, requestKey(r.Time), r.Clean()); err != nil {
-			return translate("record requests", err)
-		}
+	key, ok := v[0].(int64)
+	if !ok {
+		return 0, fmt.Errorf("find a free key after %d: got %T", from, v[0])
 	}
-	return translate("record requests", tx.Commit())
+	return key, nil
 }
 
 // Requests returns the records that match q, newest first, at most q.Limit
@@ -198,8 +257,9 @@ func (s *Store) PruneRequests(ctx context.Context, before time.Time) (int64, err
 // rekeyRequestLog is schema 5: the request log of schema 3, whose key was
 // an insertion counter and whose start time was text with an index of its
 // own, rebuilt with the start time as the key. Rows are copied oldest
-// first, so a row that meets an earlier one's microsecond takes the next
-// free one and the order of the log is kept.
+// first, each under its own microsecond or, when an earlier row has taken
+// that, the next one after: the keys only grow, and the order of the log
+// is kept.
 func rekeyRequestLog(ctx context.Context, tx *sql.Tx) error {
 	if _, err := tx.ExecContext(ctx, `CREATE TABLE request_log_v5 (
 		id                INTEGER PRIMARY KEY, -- start time, Unix microseconds
@@ -225,11 +285,12 @@ func rekeyRequestLog(ctx context.Context, tx *sql.Tx) error {
 		return err
 	}
 	defer rows.Close()
-	w, err := prepareRecordWriter(ctx, tx, "request_log_v5")
+	insert, err := tx.PrepareContext(ctx, `INSERT INTO request_log_v5 (id, `+requestColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	if err != nil {
 		return err
 	}
-	defer w.Close()
+	defer insert.Close()
 	next := int64(-1 << 63) // the lowest key still free for the next row
 	for rows.Next() {
 		var r history.Record
@@ -238,8 +299,9 @@ func rekeyRequestLog(ctx context.Context, tx *sql.Tx) error {
 			&r.DurationMS, &r.TTFBMS, &r.PromptTokens, &r.CompletionTokens, &r.Bytes, &r.Error); err != nil {
 			return fmt.Errorf("copy the request log: %w", err)
 		}
-		key, err := w.write(ctx, max(requestKey(parseTime(at)), next), r)
-		if err != nil {
+		key := max(requestKey(parseTime(at)), next)
+		if _, err := insert.ExecContext(ctx, key, r.RequestID, r.Who, r.Client, r.Method, r.Path, r.Model, r.Node,
+			r.Status, r.DurationMS, r.TTFBMS, r.PromptTokens, r.CompletionTokens, r.Bytes, r.Error); err != nil {
 			return fmt.Errorf("copy the request log: %w", err)
 		}
 		next = key + 1
