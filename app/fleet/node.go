@@ -10,17 +10,20 @@ import (
 
 // Node is an Ollama server as an admin configured it. It is owned by the
 // store (the embedded store or Postgres); health checks never change it.
+//
+// Its JSON (what `aivonx nodes list --json` prints) uses the management
+// API's field names.
 type Node struct {
-	ID   int64
-	Name string
+	ID   int64  `json:"id"`
+	Name string `json:"name"`
 	// BaseURL is normalised by [NormalizeURL] when written: scheme, host and
 	// port, no path, no trailing slash.
-	BaseURL string
+	BaseURL string `json:"base_url"`
 	// Enabled is the admin's switch: a disabled node is drained (gets no new
 	// requests) whatever its health.
-	Enabled   bool
-	CreatedAt time.Time
-	UpdatedAt time.Time
+	Enabled   bool      `json:"enabled"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // Validate checks the fields an admin supplies and normalises BaseURL in

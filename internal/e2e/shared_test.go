@@ -537,6 +537,9 @@ func TestPostgresOutage(t *testing.T) {
 	got := map[string]bool{}
 	for _, n := range nodes {
 		got[n.Name] = n.Enabled
+		if n.Name == "written-before" && n.BaseURL != "http://127.0.0.1:9" {
+			t.Errorf("nodes list --json: base_url %q, want http://127.0.0.1:9 (the API's field names)", n.BaseURL)
+		}
 	}
 	want := map[string]bool{nodeName(fakes[0]): true, nodeName(fakes[1]): true, "written-before": false}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
