@@ -11,7 +11,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,12 +22,6 @@ import (
 // DatabaseName is the database that throwaway servers create and whose DSN
 // they hand out.
 const DatabaseName = "aivonx_test"
-
-var sharedPG struct {
-	once sync.Once
-	srv  *PostgresServer
-	err  error
-}
 
 // Postgres returns a pgx DSN (also accepted by pgx's database/sql driver and by
 // libpq) to a fresh schema "t_<random>" that only this test uses: the DSN sets
@@ -42,20 +35,7 @@ func Postgres(tb testing.TB) string {
 	tb.Helper()
 	base := os.Getenv(EnvDatabaseURL)
 	if base == "" {
-		sharedPG.once.Do(func() {
-			srv, err := LaunchPostgres()
-			sharedMu.Lock()
-			defer sharedMu.Unlock()
-			if err == nil && sharedStopped {
-				_ = srv.Close()
-				err = fmt.Errorf("shared servers already stopped")
-			}
-			sharedPG.srv, sharedPG.err = srv, err
-		})
-		if sharedPG.err != nil {
-			unavailable(tb, fmt.Errorf("throwaway PostgreSQL: %w", sharedPG.err))
-		}
-		base = sharedPG.srv.URL()
+		base = sharedPG.url(tb, "PostgreSQL", LaunchPostgres)
 	}
 
 	schema := "t_" + randomHex(8)

@@ -10,19 +10,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
-
-var sharedRedis struct {
-	once sync.Once
-	srv  *RedisServer
-	err  error
-}
 
 // Redis returns a Redis URL and a key prefix unique to this test, such as
 // "aivonxtest:1f2e3d4c5b6a7988:". The test must only use keys starting with
@@ -34,20 +27,7 @@ func Redis(tb testing.TB) (url string, prefix string) {
 	tb.Helper()
 	url = os.Getenv(EnvRedisURL)
 	if url == "" {
-		sharedRedis.once.Do(func() {
-			srv, err := LaunchRedis()
-			sharedMu.Lock()
-			defer sharedMu.Unlock()
-			if err == nil && sharedStopped {
-				_ = srv.Close()
-				err = fmt.Errorf("shared servers already stopped")
-			}
-			sharedRedis.srv, sharedRedis.err = srv, err
-		})
-		if sharedRedis.err != nil {
-			unavailable(tb, fmt.Errorf("throwaway Redis: %w", sharedRedis.err))
-		}
-		url = sharedRedis.srv.URL()
+		url = sharedRedis.url(tb, "Redis", LaunchRedis)
 	}
 	opts, err := redis.ParseURL(url)
 	if err != nil {

@@ -33,6 +33,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -82,7 +83,41 @@ func StopShared() {
 var (
 	sharedMu      sync.Mutex
 	sharedStopped bool
+	sharedPG      sharedServer[*PostgresServer]
+	sharedRedis   sharedServer[*RedisServer]
 )
+
+// sharedServer is a throwaway server that the whole test process shares,
+// launched by the first test that needs it and stopped by [StopShared].
+type sharedServer[S interface {
+	comparable
+	URL() string
+	Close() error
+}] struct {
+	once sync.Once
+	srv  S
+	err  error
+}
+
+// url launches the server on first use and returns its URL; a server that
+// cannot be launched makes the test skip, or fail in CI (see unavailable).
+func (s *sharedServer[S]) url(tb testing.TB, what string, launch func() (S, error)) string {
+	tb.Helper()
+	s.once.Do(func() {
+		srv, err := launch()
+		sharedMu.Lock()
+		defer sharedMu.Unlock()
+		if err == nil && sharedStopped {
+			_ = srv.Close()
+			err = fmt.Errorf("shared servers already stopped")
+		}
+		s.srv, s.err = srv, err
+	})
+	if s.err != nil {
+		unavailable(tb, fmt.Errorf("throwaway %s: %w", what, s.err))
+	}
+	return s.srv.URL()
+}
 
 // InCI reports whether the CI environment variable says we run in CI.
 func InCI() bool {
