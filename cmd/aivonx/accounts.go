@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
 
@@ -295,15 +294,9 @@ func runUsersList(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if c.Bool("json") {
-		return printJSON(c.App.Writer, users)
-	}
-	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tUSERNAME\tROLE\tCREATED")
-	for _, u := range users {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", u.ID, u.Username, u.Role, u.CreatedAt.Format("2006-01-02 15:04"))
-	}
-	return tw.Flush()
+	return printList(c, users, "ID\tUSERNAME\tROLE\tCREATED", func(u account.User) string {
+		return fmt.Sprintf("%d\t%s\t%s\t%s", u.ID, u.Username, u.Role, u.CreatedAt.Format("2006-01-02 15:04"))
+	})
 }
 
 func findUser(c *cli.Context, store app.AccountStore) (account.User, error) {
@@ -439,12 +432,7 @@ func runKeysList(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if c.Bool("json") {
-		return printJSON(c.App.Writer, keys)
-	}
-	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tPREFIX\tRPM\tREQUESTS\tPROMPT\tCOMPLETION\tLAST USED\tREVOKED")
-	for _, k := range keys {
+	return printList(c, keys, "ID\tNAME\tPREFIX\tRPM\tREQUESTS\tPROMPT\tCOMPLETION\tLAST USED\tREVOKED", func(k account.Key) string {
 		last, revoked := "-", "-"
 		if k.LastUsedAt != nil {
 			last = k.LastUsedAt.Local().Format("2006-01-02 15:04")
@@ -452,10 +440,9 @@ func runKeysList(c *cli.Context) error {
 		if k.RevokedAt != nil {
 			revoked = k.RevokedAt.Local().Format("2006-01-02 15:04")
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s…\t%d\t%d\t%d\t%d\t%s\t%s\n", k.ID, k.Name, k.Prefix, k.RPMLimit,
+		return fmt.Sprintf("%d\t%s\t%s…\t%d\t%d\t%d\t%d\t%s\t%s", k.ID, k.Name, k.Prefix, k.RPMLimit,
 			k.Requests, k.PromptTokens, k.CompletionTokens, last, revoked)
-	}
-	return tw.Flush()
+	})
 }
 
 func runKeysRevoke(c *cli.Context) error {

@@ -3,9 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
-	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
 
@@ -50,15 +48,9 @@ func runNodesList(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if c.Bool("json") {
-		return printJSON(os.Stdout, nodes)
-	}
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tURL\tENABLED")
-	for _, n := range nodes {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%t\n", n.ID, n.Name, n.BaseURL, n.Enabled)
-	}
-	return tw.Flush()
+	return printList(c, nodes, "ID\tNAME\tURL\tENABLED", func(n fleet.Node) string {
+		return fmt.Sprintf("%d\t%s\t%s\t%t", n.ID, n.Name, n.BaseURL, n.Enabled)
+	})
 }
 
 func runNodesAdd(c *cli.Context) error {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
 
@@ -68,4 +69,19 @@ func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// printList is the output of the list commands: the items as JSON with
+// --json, otherwise a table of the tab-separated header and one row per
+// item.
+func printList[T any](c *cli.Context, items []T, header string, row func(T) string) error {
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, items)
+	}
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, it := range items {
+		fmt.Fprintln(tw, row(it))
+	}
+	return tw.Flush()
 }
