@@ -109,7 +109,9 @@ func beginRecordWriter(ctx context.Context, dc any) (_ *recordWriter, err error)
 	return w, err
 }
 
-// close rolls back what was not committed and frees the statements.
+// close rolls back what was not committed, a failed commit included (its
+// transaction may still be open, and the connection goes back to the pool),
+// and frees the statements.
 func (w *recordWriter) close() {
 	for _, st := range []driver.Stmt{w.insert, w.nextFree} {
 		if st != nil {
@@ -122,8 +124,11 @@ func (w *recordWriter) close() {
 }
 
 func (w *recordWriter) commit() error {
+	if err := w.tx.Commit(); err != nil {
+		return err
+	}
 	w.done = true
-	return w.tx.Commit()
+	return nil
 }
 
 // write inserts r under the first free key from key on. A taken key is
