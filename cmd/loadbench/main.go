@@ -23,7 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,6 +50,7 @@ type options struct {
 	databaseURL string
 	streams     int
 	streamLen   int
+	rounds      int
 }
 
 func run() error {
@@ -66,7 +67,11 @@ func run() error {
 	flag.StringVar(&o.databaseURL, "database-url", os.Getenv("AIVONX_TEST_DATABASE_URL"), "Postgres for the shared mode")
 	flag.IntVar(&o.streams, "streams", 0, "also open this many concurrent long streams per target (0: skip)")
 	flag.IntVar(&o.streamLen, "stream-tokens", 100, "tokens per long stream (at -stream-delay apart)")
+	flag.IntVar(&o.rounds, "rounds", 3, "split each cell's duration into this many rounds, interleaved across the targets")
 	flag.Parse()
+	if o.rounds < 1 {
+		return fmt.Errorf("bad -rounds %d", o.rounds)
+	}
 	for _, s := range strings.Split(conc, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 1 {
@@ -130,17 +135,23 @@ func run() error {
 		targets = append(targets, target{name: "aivonx (Redis leases)", url: surl, pid: shared.Process.Pid, env: append(env, "AIVONX_WITH_WORKER=true")})
 	}
 
-	fmt.Printf("streamed /api/chat, %d tokens per answer, token delay %s, %s per cell, %d node(s)\n\n",
-		o.tokens, o.tokenDelay, o.duration, o.nodes)
+	fmt.Printf("streamed /api/chat, %d tokens per answer, token delay %s, %s per cell in %d interleaved rounds, %d node(s)\n\n",
+		o.tokens, o.tokenDelay, o.duration, o.rounds, o.nodes)
 	fmt.Println("| target | concurrency | requests/s | p50 | p99 | added p50 | added p99 | proxy CPU/request | errors |")
 	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, c := range o.concurrency {
-		var base result
-		for i, t := range targets {
-			r := measure(t, c, o.duration)
-			if i == 0 {
-				base = r
+		// The targets take turns, a slice of the cell's time each per
+		// round, so that a noisy stretch of a shared machine falls on
+		// all of them rather than on whichever ran then.
+		samples := make([]sample, len(targets))
+		for range o.rounds {
+			for i, t := range targets {
+				samples[i].add(measure(t, c, o.duration/time.Duration(o.rounds)))
 			}
+		}
+		base := samples[0].result()
+		for i, t := range targets {
+			r := samples[i].result()
 			added50, added99, cpu := "", "", ""
 			if i > 0 {
 				added50 = fmtDur(r.p50 - base.p50)
@@ -468,11 +479,38 @@ type result struct {
 	errors    int64
 }
 
+// sample is what one or more measurements of a target saw.
+type sample struct {
+	lats    []time.Duration // of the whole streamed answers
+	elapsed time.Duration
+	cpu     time.Duration // the target process's
+	errors  int64
+}
+
+func (s *sample) add(o sample) {
+	s.lats = append(s.lats, o.lats...)
+	s.elapsed += o.elapsed
+	s.cpu += o.cpu
+	s.errors += o.errors
+}
+
+func (s sample) result() result {
+	slices.Sort(s.lats)
+	r := result{errors: s.errors}
+	if n := len(s.lats); n > 0 {
+		r.rps = float64(n) / s.elapsed.Seconds()
+		r.p50 = s.lats[n/2]
+		r.p99 = s.lats[n*99/100]
+		r.cpuPerReq = s.cpu / time.Duration(n)
+	}
+	return r
+}
+
 var body = []byte(`{"model":"llama3","messages":[{"role":"user","content":"hello"}],"stream":true}`)
 
-// measure runs concurrency workers against t for d and reports the
+// measure runs concurrency workers against t for d and records the
 // latency of whole streamed answers.
-func measure(t target, concurrency int, d time.Duration) result {
+func measure(t target, concurrency int, d time.Duration) sample {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: concurrency, MaxConnsPerHost: concurrency}}
 	defer client.CloseIdleConnections()
 	// Warm up connections and the proxy's caches.
@@ -484,7 +522,7 @@ func measure(t target, concurrency int, d time.Duration) result {
 	defer cancel()
 	var (
 		mu    sync.Mutex
-		lats  []time.Duration
+		out   sample
 		errs  atomic.Int64
 		wg    sync.WaitGroup
 		start = time.Now()
@@ -503,22 +541,15 @@ func measure(t target, concurrency int, d time.Duration) result {
 				local = append(local, time.Since(t0))
 			}
 			mu.Lock()
-			lats = append(lats, local...)
+			out.lats = append(out.lats, local...)
 			mu.Unlock()
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
-	cpu := cpuTime(t.pid) - cpu0
-	sort.Slice(lats, func(i, j int) bool { return lats[i] < lats[j] })
-	r := result{errors: errs.Load()}
-	if n := len(lats); n > 0 {
-		r.rps = float64(n) / elapsed.Seconds()
-		r.p50 = lats[n/2]
-		r.p99 = lats[n*99/100]
-		r.cpuPerReq = cpu / time.Duration(n)
-	}
-	return r
+	out.elapsed = time.Since(start)
+	out.cpu = cpuTime(t.pid) - cpu0
+	out.errors = errs.Load()
+	return out
 }
 
 func once(client *http.Client, url string) error {
