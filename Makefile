@@ -27,7 +27,7 @@ lint: ## gofmt, go vet and the import rules of the layout
 	  if [ -n "$$bad" ]; then echo "infra may import only app/fleet from this module: $$bad"; exit 1; fi
 
 bench: bench-select ## load benchmark: direct vs nginx vs aivonx (embedded, and with Redis leases when AIVONX_TEST_* are set)
-	$(GO) run ./internal/testenv/withservices -- $(GO) run ./cmd/loadbench -duration 5s -concurrency 1,32,256
+	$(GO) run ./internal/testenv/withservices -- $(GO) run ./cmd/loadbench -duration 6s -concurrency 1,32,256 -streams 5000
 
 bench-select: ## selection micro-benchmark (ns/op, allocs/op at 10 and 1,000 nodes)
 	$(GO) test -run '^$$' -bench . -benchmem ./app/fleet/
