@@ -161,8 +161,18 @@ func (h *Handler) findNode(ctx context.Context, id int64) (fleet.Node, error) {
 	return fleet.Node{}, fmt.Errorf("node %d: %w", id, fleet.ErrNotFound)
 }
 
-func writeNodeNotFound(w http.ResponseWriter, id int64) {
-	writeError(w, ollamaDialect, http.StatusNotFound, "node not found: "+strconv.FormatInt(id, 10))
+// nodeFailed answers err, a store's error about node id, if there is one
+// (404 when the node does not exist) and reports whether it did.
+func nodeFailed(w http.ResponseWriter, r *http.Request, id int64, err error) bool {
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, fleet.ErrNotFound):
+		writeError(w, ollamaDialect, http.StatusNotFound, "node not found: "+strconv.FormatInt(id, 10))
+	default:
+		writeManageErr(w, r, err)
+	}
+	return true
 }
 
 // handleNodeGet is GET /api/proxy/nodes/{id}.
@@ -172,12 +182,7 @@ func (h *Handler) handleNodeGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n, err := h.findNode(r.Context(), id)
-	if errors.Is(err, fleet.ErrNotFound) {
-		writeNodeNotFound(w, id)
-		return
-	}
-	if err != nil {
-		writeErr(w, r, ollamaDialect, err)
+	if nodeFailed(w, r, id, err) {
 		return
 	}
 	writeJSON(w, http.StatusOK, h.nodeView(r.Context(), []fleet.Node{n})[0])
@@ -232,12 +237,7 @@ func (h *Handler) handleNodeUpdate(partial bool) http.HandlerFunc {
 			return
 		}
 		old, err := h.deps.Admin.Node(r.Context(), id)
-		if errors.Is(err, fleet.ErrNotFound) {
-			writeNodeNotFound(w, id)
-			return
-		}
-		if err != nil {
-			writeErr(w, r, ollamaDialect, err)
+		if nodeFailed(w, r, id, err) {
 			return
 		}
 		n := old
@@ -248,12 +248,7 @@ func (h *Handler) handleNodeUpdate(partial bool) http.HandlerFunc {
 			return
 		}
 		saved, err := h.deps.Admin.UpdateNode(r.Context(), n)
-		if errors.Is(err, fleet.ErrNotFound) {
-			writeNodeNotFound(w, id)
-			return
-		}
-		if err != nil {
-			writeManageErr(w, r, err)
+		if nodeFailed(w, r, id, err) {
 			return
 		}
 		h.log.Info("node updated", "node", saved.Name, "node_id", saved.ID, "url", saved.BaseURL, "enabled", saved.Enabled)
@@ -274,13 +269,7 @@ func (h *Handler) handleNodeDelete(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	err := h.deps.Admin.DeleteNode(r.Context(), id)
-	if errors.Is(err, fleet.ErrNotFound) {
-		writeNodeNotFound(w, id)
-		return
-	}
-	if err != nil {
-		writeErr(w, r, ollamaDialect, err)
+	if nodeFailed(w, r, id, h.deps.Admin.DeleteNode(r.Context(), id)) {
 		return
 	}
 	h.log.Info("node deleted", "node_id", id)
