@@ -721,6 +721,26 @@ func (l loadResult) byNode() map[string]int {
 	return m
 }
 
+// checkOutage fails t unless every request succeeded and enough of them
+// were sent while what was down (between from and to), which is what the
+// test is about.
+func (l loadResult) checkOutage(t *testing.T, what string, from, to time.Time) {
+	t.Helper()
+	var during int
+	for _, at := range l.sent {
+		if at.After(from) && at.Before(to) {
+			during++
+		}
+	}
+	t.Logf("%d requests, %d sent while %s was down, by node %v", len(l.replies), during, what, l.byNode())
+	if f := l.failures(); len(f) > 0 {
+		t.Errorf("%d of %d requests failed with %s stopped and restarted; first: %s", len(f), len(l.replies), what, strings.Join(f[:min(5, len(f))], "\n"))
+	}
+	if during < 20 {
+		t.Errorf("only %d requests while %s was down; the test needs more", during, what)
+	}
+}
+
 func runLoad(workers int, d time.Duration, send func(ctx context.Context, worker int) reply) loadResult {
 	stop := make(chan struct{})
 	time.AfterFunc(d, func() { close(stop) })

@@ -395,20 +395,7 @@ func TestRedisOutageDuringLoad(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	rs.Start()
 	restarted := time.Now()
-	res := <-resc
-	var during int
-	for _, at := range res.sent {
-		if at.After(stopped) && at.Before(restarted) {
-			during++
-		}
-	}
-	t.Logf("%d requests, %d sent while Redis was down, by node %v", len(res.replies), during, res.byNode())
-	if f := res.failures(); len(f) > 0 {
-		t.Errorf("%d of %d requests failed with Redis stopped and restarted; first: %s", len(f), len(res.replies), strings.Join(f[:min(5, len(f))], "\n"))
-	}
-	if during < 20 {
-		t.Errorf("only %d requests while Redis was down; the test needs more", during)
-	}
+	(<-resc).checkOutage(t, "Redis", stopped, restarted)
 
 	// Shared state resumes: the worker refills the statuses, and requests
 	// in flight show up as leases again.
@@ -509,20 +496,7 @@ func TestPostgresOutage(t *testing.T) {
 	}
 	pg.Start()
 	restarted := time.Now()
-	res := <-resc
-	var during int
-	for _, at := range res.sent {
-		if at.After(stopped) && at.Before(restarted) {
-			during++
-		}
-	}
-	t.Logf("%d requests, %d while Postgres was down, by node %v", len(res.replies), during, res.byNode())
-	if f := res.failures(); len(f) > 0 {
-		t.Errorf("%d of %d requests failed with Postgres stopped; first: %s", len(f), len(res.replies), strings.Join(f[:min(5, len(f))], "\n"))
-	}
-	if during < 20 {
-		t.Errorf("only %d requests while Postgres was down; the test needs more", during)
-	}
+	(<-resc).checkOutage(t, "Postgres", stopped, restarted)
 
 	// Nothing written before the outage is lost, and writes work again.
 	var nodes []struct {
