@@ -72,11 +72,39 @@ func (s *Store) RecordRequests(ctx context.Context, records []history.Record) er
 // recordWriter inserts records inside one transaction of a driver
 // connection.
 type recordWriter struct {
-	tx               driver.Tx
-	insert, nextFree driver.Stmt
-	args             []driver.NamedValue // the insert's, reused row to row
-	last             int64               // the key written last, if any
-	wrote, done      bool
+	tx          driver.Tx
+	insert      execStmt
+	nextFree    queryStmt
+	args        []driver.NamedValue // the insert's, reused row to row
+	last        int64               // the key written last, if any
+	wrote, done bool
+}
+
+type (
+	execStmt interface {
+		driver.Stmt
+		driver.StmtExecContext
+	}
+	queryStmt interface {
+		driver.Stmt
+		driver.StmtQueryContext
+	}
+)
+
+// prepare prepares query on c as a statement of type S (an execStmt or a
+// queryStmt).
+func prepare[S driver.Stmt](ctx context.Context, c driver.ConnPrepareContext, query string) (S, error) {
+	var zero S
+	st, err := c.PrepareContext(ctx, query)
+	if err != nil {
+		return zero, err
+	}
+	s, ok := st.(S)
+	if !ok {
+		st.Close()
+		return zero, fmt.Errorf("driver statement %T cannot run with a context", st)
+	}
+	return s, nil
 }
 
 func beginRecordWriter(ctx context.Context, dc any) (_ *recordWriter, err error) {
@@ -99,12 +127,12 @@ func beginRecordWriter(ctx context.Context, dc any) (_ *recordWriter, err error)
 			w.close()
 		}
 	}()
-	if w.insert, err = c.PrepareContext(ctx, `INSERT INTO request_log (id, `+requestColumns+`)
+	if w.insert, err = prepare[execStmt](ctx, c, `INSERT INTO request_log (id, `+requestColumns+`)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`); err != nil {
 		return nil, err
 	}
 	// The first free key after the run of taken ones that starts at ?.
-	w.nextFree, err = c.PrepareContext(ctx, `SELECT a.id + 1 FROM request_log a WHERE a.id >= ?
+	w.nextFree, err = prepare[queryStmt](ctx, c, `SELECT a.id + 1 FROM request_log a WHERE a.id >= ?
 		AND NOT EXISTS (SELECT 1 FROM request_log b WHERE b.id = a.id + 1) ORDER BY a.id LIMIT 1`)
 	return w, err
 }
@@ -113,10 +141,11 @@ func beginRecordWriter(ctx context.Context, dc any) (_ *recordWriter, err error)
 // transaction may still be open, and the connection goes back to the pool),
 // and frees the statements.
 func (w *recordWriter) close() {
-	for _, st := range []driver.Stmt{w.insert, w.nextFree} {
-		if st != nil {
-			st.Close()
-		}
+	if w.insert != nil {
+		w.insert.Close()
+	}
+	if w.nextFree != nil {
+		w.nextFree.Close()
 	}
 	if !w.done {
 		w.tx.Rollback()
@@ -161,7 +190,7 @@ func (w *recordWriter) try(ctx context.Context, key int64, r history.Record) (bo
 		int64(r.Status), r.DurationMS, r.TTFBMS, r.PromptTokens, r.CompletionTokens, r.Bytes, r.Error} {
 		w.args[i].Value = v
 	}
-	res, err := w.insert.(driver.StmtExecContext).ExecContext(ctx, w.args)
+	res, err := w.insert.ExecContext(ctx, w.args)
 	if err != nil {
 		return false, err
 	}
@@ -176,7 +205,7 @@ func (w *recordWriter) try(ctx context.Context, key int64, r history.Record) (bo
 // firstFree returns the first free key after the run of taken ones that
 // starts at from.
 func (w *recordWriter) firstFree(ctx context.Context, from int64) (int64, error) {
-	rows, err := w.nextFree.(driver.StmtQueryContext).QueryContext(ctx, []driver.NamedValue{{Ordinal: 1, Value: from}})
+	rows, err := w.nextFree.QueryContext(ctx, []driver.NamedValue{{Ordinal: 1, Value: from}})
 	if err != nil {
 		return 0, fmt.Errorf("find a free key after %d: %w", from, err)
 	}
