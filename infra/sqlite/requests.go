@@ -4,10 +4,14 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
+
+	modernc "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/aivonx/aivonx/app/history"
 )
@@ -33,7 +37,7 @@ func requestKey(t time.Time) int64    { return t.UnixMicro() }
 func requestTime(key int64) time.Time { return time.UnixMicro(key).UTC() }
 
 // RecordRequests inserts the records in one transaction, in the order
-// given.
+// given, rowsPerInsert to a statement.
 //
 // It talks to the driver directly (sql.Conn.Raw): database/sql's
 // conversion of every argument and result was a tenth of an insert, and
@@ -59,9 +63,24 @@ func (s *Store) RecordRequests(ctx context.Context, records []history.Record) er
 		// the transaction began), the one step that can block; the
 		// inserts only write to pages the transaction holds.
 		rowCtx := context.WithoutCancel(ctx)
-		for _, r := range records {
-			if err := w.write(rowCtx, requestKey(r.Time), r.Clean()); err != nil {
-				return err
+		for len(records) > 0 {
+			chunk := records[:min(len(records), rowsPerInsert)]
+			records = records[len(chunk):]
+			if len(chunk) == rowsPerInsert {
+				ok, err := w.writeMany(rowCtx, chunk)
+				if err != nil {
+					return err
+				}
+				if ok {
+					continue
+				}
+			}
+			// A short last chunk, or one with a taken key: a record at a
+			// time.
+			for _, r := range chunk {
+				if err := w.write(rowCtx, requestKey(r.Time), r.Clean()); err != nil {
+					return err
+				}
 			}
 		}
 		return w.commit()
@@ -71,8 +90,15 @@ func (s *Store) RecordRequests(ctx context.Context, records []history.Record) er
 
 // recordWriter inserts records inside one transaction of a driver
 // connection.
+// rowsPerInsert is how many records one multi-row INSERT writes: a
+// statement's own cost (its cursors, its program's start and end) is
+// shared by them.
+const rowsPerInsert = 32
+
 type recordWriter struct {
 	tx          driver.Tx
+	insertMany  execStmt
+	manyArgs    []driver.NamedValue
 	insert      execStmt
 	nextFree    queryStmt
 	args        []driver.NamedValue // the insert's, reused row to row
@@ -115,7 +141,7 @@ func beginRecordWriter(ctx context.Context, dc any) (_ *recordWriter, err error)
 	if !ok {
 		return nil, fmt.Errorf("driver connection %T cannot begin or prepare with a context", dc)
 	}
-	w := &recordWriter{args: make([]driver.NamedValue, 15)}
+	w := &recordWriter{args: make([]driver.NamedValue, requestFields)}
 	for i := range w.args {
 		w.args[i].Ordinal = i + 1
 	}
@@ -127,9 +153,18 @@ func beginRecordWriter(ctx context.Context, dc any) (_ *recordWriter, err error)
 			w.close()
 		}
 	}()
-	if w.insert, err = prepare[execStmt](ctx, c, `INSERT INTO request_log (id, `+requestColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`); err != nil {
+	if w.insert, err = prepare[execStmt](ctx, c, `INSERT INTO request_log (id, `+requestColumns+`) VALUES `+rowArgs+
+		` ON CONFLICT (id) DO NOTHING`); err != nil {
 		return nil, err
+	}
+	w.insertMany, err = prepare[execStmt](ctx, c, `INSERT INTO request_log (id, `+requestColumns+`) VALUES `+
+		strings.Repeat(rowArgs+", ", rowsPerInsert-1)+rowArgs)
+	if err != nil {
+		return nil, err
+	}
+	w.manyArgs = make([]driver.NamedValue, requestFields*rowsPerInsert)
+	for i := range w.manyArgs {
+		w.manyArgs[i].Ordinal = i + 1
 	}
 	// The first free key after the run of taken ones that starts at ?.
 	w.nextFree, err = prepare[queryStmt](ctx, c, `SELECT a.id + 1 FROM request_log a WHERE a.id >= ?
@@ -141,6 +176,9 @@ func beginRecordWriter(ctx context.Context, dc any) (_ *recordWriter, err error)
 // transaction may still be open, and the connection goes back to the pool),
 // and frees the statements.
 func (w *recordWriter) close() {
+	if w.insertMany != nil {
+		w.insertMany.Close()
+	}
 	if w.insert != nil {
 		w.insert.Close()
 	}
@@ -186,16 +224,47 @@ func (w *recordWriter) write(ctx context.Context, key int64, r history.Record) e
 
 // try inserts r under key and reports whether the key was free.
 func (w *recordWriter) try(ctx context.Context, key int64, r history.Record) (bool, error) {
-	for i, v := range [...]any{key, r.RequestID, r.Who, r.Client, r.Method, r.Path, r.Model, r.Node,
-		int64(r.Status), r.DurationMS, r.TTFBMS, r.PromptTokens, r.CompletionTokens, r.Bytes, r.Error} {
-		w.args[i].Value = v
-	}
+	bindRecord(w.args, key, r)
 	res, err := w.insert.ExecContext(ctx, w.args)
 	if err != nil {
 		return false, err
 	}
 	n, err := res.RowsAffected()
 	if err != nil || n == 0 {
+		return false, err
+	}
+	w.last, w.wrote = key, true
+	return true, nil
+}
+
+// requestFields is the number of columns of a row: the key and
+// requestColumns. rowArgs is a row's placeholders.
+const requestFields = 15
+
+var rowArgs = "(" + strings.Repeat("?, ", requestFields-1) + "?)"
+
+// bindRecord sets the values of a row's arguments, dst[:requestFields].
+func bindRecord(dst []driver.NamedValue, key int64, r history.Record) {
+	for i, v := range [requestFields]any{key, r.RequestID, r.Who, r.Client, r.Method, r.Path, r.Model, r.Node,
+		int64(r.Status), r.DurationMS, r.TTFBMS, r.PromptTokens, r.CompletionTokens, r.Bytes, r.Error} {
+		dst[i].Value = v
+	}
+}
+
+// writeMany inserts rs, each under the key of its time, in one statement,
+// and reports false, having written none, when a key is taken (by a row
+// already in the table or by another of rs).
+func (w *recordWriter) writeMany(ctx context.Context, rs []history.Record) (bool, error) {
+	var key int64
+	for j, r := range rs {
+		key = requestKey(r.Time)
+		bindRecord(w.manyArgs[j*requestFields:], key, r.Clean())
+	}
+	if _, err := w.insertMany.ExecContext(ctx, w.manyArgs); err != nil {
+		var se *modernc.Error
+		if errors.As(err, &se) && se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY {
+			return false, nil // the statement wrote nothing; the transaction goes on
+		}
 		return false, err
 	}
 	w.last, w.wrote = key, true
@@ -319,8 +388,7 @@ func rekeyRequestLog(ctx context.Context, tx *sql.Tx) error {
 		return err
 	}
 	defer rows.Close()
-	insert, err := tx.PrepareContext(ctx, `INSERT INTO request_log_v5 (id, `+requestColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	insert, err := tx.PrepareContext(ctx, `INSERT INTO request_log_v5 (id, `+requestColumns+`) VALUES `+rowArgs)
 	if err != nil {
 		return err
 	}
