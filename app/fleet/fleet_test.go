@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -35,6 +36,11 @@ func TestNormalizeURL(t *testing.T) {
 		{in: "http://x:", wantErr: true},
 		{in: "http://:80", wantErr: true},
 		{in: "http://a b:1", wantErr: true},
+		{in: "http://gpu_1.lan", want: "http://gpu_1.lan:11434"},
+		{in: "http://grün.lan", wantErr: true},           // the dialer does not resolve it; xn--grn-0ra.lan it does
+		{in: "http://\xe8\xe8.lan", wantErr: true},       // not UTF-8: lowering it made a longer, different host
+		{in: "http://[fe80::1%25eth0]:1", wantErr: true}, // zones are not for a shared setting
+		{in: strings.Repeat("a", 254), wantErr: true},    // longer than DNS allows; normalised, it was also too long to read back
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {

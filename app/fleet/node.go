@@ -94,8 +94,11 @@ func NormalizeURL(raw string) (string, error) {
 	if host == "" {
 		return invalid("needs a host")
 	}
-	if strings.ContainsAny(host, " %/\\@") {
-		return invalid("host contains invalid characters")
+	if len(host) > 253 {
+		return invalid("host is longer than a DNS name can be (253 characters)")
+	}
+	if !validHost(host) {
+		return invalid("host must be a DNS name or an IP address (ASCII; an international name in its xn-- form)")
 	}
 	port := u.Port()
 	if port == "" {
@@ -114,4 +117,18 @@ func NormalizeURL(raw string) (string, error) {
 		return invalid("port must be between 1 and 65535")
 	}
 	return scheme + "://" + net.JoinHostPort(strings.ToLower(host), strconv.Itoa(p)), nil
+}
+
+// validHost reports whether host (without brackets or port) has only the
+// characters of a DNS name or an IP address. The dialer resolves names as
+// they are, so a non-ASCII name could never be reached.
+func validHost(host string) bool {
+	for i := 0; i < len(host); i++ {
+		switch c := host[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '.', c == '-', c == '_', c == ':':
+		default:
+			return false
+		}
+	}
+	return true
 }
