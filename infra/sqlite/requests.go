@@ -88,13 +88,13 @@ func (s *Store) RecordRequests(ctx context.Context, records []history.Record) er
 	return translate("record requests", err)
 }
 
-// recordWriter inserts records inside one transaction of a driver
-// connection.
 // rowsPerInsert is how many records one multi-row INSERT writes: a
 // statement's own cost (its cursors, its program's start and end) is
 // shared by them.
 const rowsPerInsert = 32
 
+// recordWriter inserts records inside one transaction of a driver
+// connection.
 type recordWriter struct {
 	tx          driver.Tx
 	insertMany  execStmt
@@ -141,10 +141,7 @@ func beginRecordWriter(ctx context.Context, dc any) (_ *recordWriter, err error)
 	if !ok {
 		return nil, fmt.Errorf("driver connection %T cannot begin or prepare with a context", dc)
 	}
-	w := &recordWriter{args: make([]driver.NamedValue, requestFields)}
-	for i := range w.args {
-		w.args[i].Ordinal = i + 1
-	}
+	w := &recordWriter{args: positional(requestFields), manyArgs: positional(requestFields * rowsPerInsert)}
 	if w.tx, err = c.BeginTx(ctx, driver.TxOptions{}); err != nil {
 		return nil, err
 	}
@@ -161,10 +158,6 @@ func beginRecordWriter(ctx context.Context, dc any) (_ *recordWriter, err error)
 		strings.Repeat(rowArgs+", ", rowsPerInsert-1)+rowArgs)
 	if err != nil {
 		return nil, err
-	}
-	w.manyArgs = make([]driver.NamedValue, requestFields*rowsPerInsert)
-	for i := range w.manyArgs {
-		w.manyArgs[i].Ordinal = i + 1
 	}
 	// The first free key after the run of taken ones that starts at ?.
 	w.nextFree, err = prepare[queryStmt](ctx, c, `SELECT a.id + 1 FROM request_log a WHERE a.id >= ?
@@ -242,6 +235,15 @@ func (w *recordWriter) try(ctx context.Context, key int64, r history.Record) (bo
 const requestFields = 15
 
 var rowArgs = "(" + strings.Repeat("?, ", requestFields-1) + "?)"
+
+// positional returns n arguments numbered 1 to n, for a statement's "?"s.
+func positional(n int) []driver.NamedValue {
+	args := make([]driver.NamedValue, n)
+	for i := range args {
+		args[i].Ordinal = i + 1
+	}
+	return args
+}
 
 // bindRecord sets the values of a row's arguments, dst[:requestFields].
 func bindRecord(dst []driver.NamedValue, key int64, r history.Record) {
