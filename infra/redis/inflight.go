@@ -132,6 +132,16 @@ return out
 // still counts for other replicas; this replica's next Acquire or Counts
 // removes it first, in the same call, so its own releases count at once.
 //
+// When a request has a single candidate there is nothing to choose, so
+// Acquire does not wait for Redis at all: the lease is written by the
+// background goroutine a couple of milliseconds later, together with the
+// others taken meanwhile, and a lease released before that is never
+// written. Other replicas then count such a lease from a few milliseconds
+// after it starts (and never count one shorter than that), which changes
+// their choices no more than the round trip it saves would have; the most
+// common fleet, every model on one node, pays no Redis round trip per
+// request.
+//
 // When Redis cannot be reached InFlight degrades instead of failing: it
 // chooses by this process's own counts (which it always keeps), logs one
 // warning, skips Redis for a second or two, then tries again and logs once
@@ -145,6 +155,7 @@ type InFlight struct {
 
 	timeout  time.Duration // see redisTimeout
 	cooldown time.Duration // see redisCooldown
+	delay    time.Duration // see writeDelay
 	noRenew  bool          // test hook: behave like a process killed with SIGKILL
 	inline   bool          // see ReleaseInline
 
@@ -157,11 +168,12 @@ type InFlight struct {
 	mu        sync.Mutex
 	local     map[int64]int       // this process's leases per node, in Redis or not
 	held      map[*lease]struct{} // leases to renew
+	unsent    []*lease            // leases of single-candidate acquires, not yet written
 	gone      []*lease            // released leases to remove from Redis
 	unremoved map[*lease]struct{} // released leases in Redis until their removal lands
 	upkeep    bool                // the upkeep goroutine runs
-	removeMu  sync.Mutex          // one removal at a time, so Flush waits for one in progress
-	wake      chan struct{}       // tells upkeep that gone is not empty
+	writeMu   sync.Mutex          // one write to Redis of the upkeep's at a time, so Flush waits for one in progress
+	wake      chan struct{}       // tells upkeep that unsent or gone is not empty
 	down      bool                // Redis failed and has not answered since
 	retryAt   time.Time           // while down: when to try Redis again
 	probing   bool                // while down: one call is trying Redis
@@ -184,6 +196,7 @@ func NewInFlight(client *goredis.Client, prefix string, leaseTTL time.Duration, 
 		log:       log,
 		timeout:   redisTimeout,
 		cooldown:  redisCooldown,
+		delay:     writeDelay,
 		local:     make(map[int64]int),
 		held:      make(map[*lease]struct{}),
 		unremoved: make(map[*lease]struct{}),
@@ -200,6 +213,7 @@ func (f *InFlight) key(nodeID int64) string {
 // removes the lease; call it exactly once (later calls do nothing). It
 // returns fleet.ErrNoCandidate when nodeIDs is empty, and an error only when
 // ctx ends first: a Redis failure makes it choose by local counts instead.
+// With a single candidate it does not call Redis (see InFlight).
 func (f *InFlight) Acquire(ctx context.Context, nodeIDs []int64) (chosen int, release func(), err error) {
 	if len(nodeIDs) == 0 {
 		return -1, func() {}, fleet.ErrNoCandidate
@@ -209,7 +223,10 @@ func (f *InFlight) Acquire(ctx context.Context, nodeIDs []int64) (chosen int, re
 	}
 	l := &lease{id: leaseID()}
 	chosen = -1
-	if try, _ := f.useRedis(); try {
+	single := len(nodeIDs) == 1
+	if single {
+		chosen = 0
+	} else if try, _ := f.useRedis(); try {
 		a := &acquisition{nodeIDs: nodeIDs, id: l.id, done: make(chan struct{})}
 		f.acquireShared(a)
 		switch {
@@ -248,6 +265,10 @@ func (f *InFlight) Acquire(ctx context.Context, nodeIDs []int64) (chosen int, re
 	}
 	f.local[nodeIDs[chosen]]++
 	l.node, l.key = nodeIDs[chosen], f.key(nodeIDs[chosen])
+	if single {
+		f.unsent = append(f.unsent, l)
+		f.wakeUpkeepLocked()
+	}
 	if !f.noRenew {
 		f.held[l] = struct{}{}
 		f.startUpkeepLocked()
@@ -380,6 +401,7 @@ func (f *InFlight) Counts(ctx context.Context, nodeIDs []int64) (map[int64]int, 
 			for i, id := range nodeIDs {
 				out[id] = int(ns[i])
 			}
+			f.addUnsent(out)
 			return out, nil
 		case ctx.Err() != nil:
 			f.abandoned(probe)
@@ -397,6 +419,18 @@ func (f *InFlight) Counts(ctx context.Context, nodeIDs []int64) (map[int64]int, 
 		out[id] = f.local[id]
 	}
 	return out, nil
+}
+
+// addUnsent adds to counts this process's live leases that are not written
+// to Redis yet, on the nodes counts holds.
+func (f *InFlight) addUnsent(counts map[int64]int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, l := range f.unsent {
+		if _, ok := counts[l.node]; ok && !l.done {
+			counts[l.node]++
+		}
+	}
 }
 
 // useRedis reports whether to call Redis now: always while it works; after
@@ -478,13 +512,14 @@ func (f *InFlight) release(l *lease) {
 	if f.local[l.node]--; f.local[l.node] <= 0 {
 		delete(f.local, l.node)
 	}
-	queued := l.inRedis || l.maybe != nil
-	if queued {
+	if l.inRedis || l.maybe != nil {
 		f.removeLocked(l)
 	}
 	f.mu.Unlock()
-	if queued && f.inline {
-		f.removeGone()
+	if f.inline {
+		// Also waits for a write of this lease in progress, and removes
+		// the lease after it.
+		f.Flush()
 	}
 }
 
@@ -499,6 +534,12 @@ func (f *InFlight) removeLocked(l *lease) {
 		f.unremoved[l] = struct{}{}
 	}
 	f.gone = append(f.gone, l)
+	f.wakeUpkeepLocked()
+}
+
+// wakeUpkeepLocked has the upkeep goroutine write unsent leases and remove
+// released ones soon, starting it unless it runs. f.mu must be held.
+func (f *InFlight) wakeUpkeepLocked() {
 	f.startUpkeepLocked()
 	select {
 	case f.wake <- struct{}{}:
@@ -515,25 +556,28 @@ func (f *InFlight) startUpkeepLocked() {
 	}
 }
 
-// runUpkeep removes released leases as soon as there are any, and renews
-// the held ones every TTL/3. Both happen here only, one after the other, so
-// a renewal can never re-add a lease after its removal. It returns once a
-// renewal finds nothing held and nothing to remove.
+// runUpkeep writes unsent leases and removes released ones as soon as
+// there are any, and renews the held ones every TTL/3. Writes happen here
+// only (or in Flush, which takes turns with this), each removal after the
+// write it undoes, so a lease is never added back after its removal. It
+// returns once a renewal finds nothing held, unsent or to remove.
 func (f *InFlight) runUpkeep() {
 	tick := time.NewTicker(f.leaseTTL / 3)
 	defer tick.Stop()
 	for {
 		select {
 		case <-f.wake:
-			// A moment's wait gathers more releases into one call, and lets
-			// the next acquire remove them for free.
-			time.Sleep(removalDelay)
+			// A moment's wait gathers more leases into one call, lets short
+			// single-candidate requests end before their lease is written,
+			// and lets the next acquire remove released leases for free.
+			time.Sleep(f.delay)
+			f.writeUnsent()
 			f.removeGone()
 		case <-tick.C:
 			f.renewHeld()
 			f.removeGone()
 			f.mu.Lock()
-			if len(f.held) == 0 && len(f.gone) == 0 {
+			if len(f.held) == 0 && len(f.gone) == 0 && len(f.unsent) == 0 {
 				f.upkeep = false
 				f.mu.Unlock()
 				return
@@ -546,16 +590,10 @@ func (f *InFlight) runUpkeep() {
 // removeGone removes the released leases from Redis, in one round trip.
 // While Redis is down they are left to expire by themselves.
 func (f *InFlight) removeGone() {
-	f.removeMu.Lock()
-	defer f.removeMu.Unlock()
+	f.writeMu.Lock()
+	defer f.writeMu.Unlock()
 	f.mu.Lock()
-	var batch []*lease
-	for _, l := range f.gone {
-		if !l.removed {
-			batch = append(batch, l)
-		}
-	}
-	f.gone = nil
+	batch := take(&f.gone, func(l *lease) bool { return !l.removed })
 	f.mu.Unlock()
 	if len(batch) == 0 {
 		return
@@ -595,9 +633,10 @@ func (f *InFlight) removeGone() {
 	}
 }
 
-// removalDelay is how long released leases wait for an acquire to remove
-// them before the upkeep goroutine does.
-const removalDelay = 2 * time.Millisecond
+// writeDelay is how long released leases wait for an acquire to remove
+// them before the upkeep goroutine does, and how long a single-candidate
+// lease waits before it is written.
+const writeDelay = 2 * time.Millisecond
 
 // maxPiggyback bounds the released leases one acquire removes.
 const maxPiggyback = 64
@@ -648,23 +687,60 @@ func positionIn(nodeIDs []int64) func(int64) (int, bool) {
 // renewBatch bounds the lease IDs sent in one renewal call.
 const renewBatch = 1000
 
-// renewHeld moves the expiry of every held lease, one call per node (and
-// per thousand leases). A lease taken while Redis was down is added back,
-// so that it is shared once Redis is.
+// renewHeld moves the expiry of every held lease. A lease taken while
+// Redis was down is added back, so that it is shared once Redis is.
 func (f *InFlight) renewHeld() {
+	f.writeMu.Lock()
+	defer f.writeMu.Unlock()
 	f.mu.Lock()
-	byKey := make(map[string][]*lease)
+	ls := make([]*lease, 0, len(f.held))
 	for l := range f.held {
-		byKey[l.key] = append(byKey[l.key], l)
+		ls = append(ls, l)
 	}
 	f.mu.Unlock()
-	if len(byKey) == 0 {
+	f.writeLeases("renew", ls)
+}
+
+// writeUnsent writes the single-candidate leases taken since the last
+// write, except those already released: they are over, and never counted.
+func (f *InFlight) writeUnsent() {
+	f.writeMu.Lock()
+	defer f.writeMu.Unlock()
+	f.mu.Lock()
+	ls := take(&f.unsent, func(l *lease) bool { return !l.done })
+	f.mu.Unlock()
+	f.writeLeases("acquire", ls)
+}
+
+// take empties the queue *q and returns those of its leases that keep
+// accepts. f.mu must be held.
+func take(q *[]*lease, keep func(*lease) bool) []*lease {
+	var out []*lease
+	for _, l := range *q {
+		if keep(l) {
+			out = append(out, l)
+		}
+	}
+	*q = nil
+	return out
+}
+
+// writeLeases adds ls to Redis or moves their expiry to now + TTL, one call
+// per node (and per thousand leases). f.writeMu must be held. While Redis
+// is down it does nothing: the leases still held are written by the first
+// renewal after it is back.
+func (f *InFlight) writeLeases(op string, ls []*lease) {
+	if len(ls) == 0 {
 		return
 	}
 	if try, _ := f.useRedis(); !try {
 		return
 	}
-	var renewed []*lease
+	byKey := make(map[string][]*lease)
+	for _, l := range ls {
+		byKey[l.key] = append(byKey[l.key], l)
+	}
+	var written []*lease
 	var err error
 	for key, ls := range byKey {
 		for len(ls) > 0 && err == nil {
@@ -678,33 +754,36 @@ func (f *InFlight) renewHeld() {
 			err = renewScript.Run(ctx, f.client, []string{key}, args...).Err()
 			cancel()
 			if err == nil {
-				renewed = append(renewed, ls[:n]...)
+				written = append(written, ls[:n]...)
 			}
 			ls = ls[n:]
 		}
 	}
 	if err != nil {
-		f.failed("renew", err)
+		f.failed(op, err)
 	} else {
 		f.succeeded()
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, l := range renewed {
+	for _, l := range written {
 		l.inRedis = true
 		if l.done && !l.queued {
-			// Released while it was being renewed, which may have added
+			// Released while it was being written, which may have added
 			// it again: remove it.
 			f.removeLocked(l)
 		}
 	}
 }
 
-// Flush removes from Redis the leases released so far, waiting for the
-// removal. A replica that shuts down calls it after its last response, so
-// that other replicas stop counting its leases at once rather than after
-// the lease TTL.
-func (f *InFlight) Flush() { f.removeGone() }
+// Flush writes to Redis the leases taken and released so far, waiting for
+// the writes. A replica that shuts down calls it after its last response,
+// so that other replicas stop counting its leases at once rather than
+// after the lease TTL.
+func (f *InFlight) Flush() {
+	f.writeUnsent()
+	f.removeGone()
+}
 
 // leaseID returns a random lease ID, unique across replicas.
 func leaseID() string {

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/aivonx/aivonx/app/fleet"
 	"github.com/aivonx/aivonx/infra/redis"
 	"github.com/aivonx/aivonx/internal/testenv"
@@ -69,6 +71,7 @@ func TestInFlight(t *testing.T) {
 		hold := func(f *redis.InFlight, id int64) {
 			_, release := acquire(t, f, id)
 			releases = append(releases, release)
+			f.Flush() // a single candidate's lease is written in the background
 		}
 		hold(r1, 1)
 		hold(r2, 1)
@@ -106,6 +109,7 @@ func TestInFlight(t *testing.T) {
 	t.Run("ReleaseTwiceIsHarmless", func(t *testing.T) {
 		_, release := acquire(t, r1, 4)
 		_, other := acquire(t, r2, 4)
+		r2.Flush()
 		release()
 		release()
 		if got := counts(t, r1, 4)[4]; got != 1 {
@@ -150,6 +154,7 @@ func TestInFlight_LeaseTTL(t *testing.T) {
 
 	_, release := acquire(t, live, 1)
 	acquire(t, dead, 2) // never released, never renewed
+	dead.Flush()
 	start := time.Now()
 	if got := counts(t, live, 1, 2); got[1] != 1 || got[2] != 1 {
 		t.Fatalf("Counts = %v, want 1:1 2:1", got)
@@ -237,6 +242,7 @@ func TestInFlight_RedisDown(t *testing.T) {
 	ctx := testCtx(t)
 
 	_, releaseShared := acquire(t, f, 1)
+	f.Flush()
 	if n := c.ZCard(ctx, "aivonx:inflight:1").Val(); n != 1 {
 		t.Fatalf("lease set of node 1 holds %d leases, want 1", n)
 	}
@@ -283,8 +289,9 @@ func TestInFlight_RedisDown(t *testing.T) {
 	if n := logs.count("level=WARN"); n != 1 {
 		t.Errorf("%d warnings in all, want exactly 1:\n%s", n, logs.String())
 	}
-	// New leases are shared at once.
+	// New leases are shared again.
 	id, release := acquire(t, f, 5)
+	f.Flush()
 	if n := c.ZCard(ctx, "aivonx:inflight:5").Val(); id != 5 || n != 1 {
 		t.Fatalf("lease set of node 5 holds %d leases after Redis came back, want 1", n)
 	}
@@ -338,5 +345,135 @@ func TestInFlight_Concurrent(t *testing.T) {
 	}
 	if got := counts(t, f, 1, 2, 3); got[1]+got[2]+got[3] != 0 {
 		t.Errorf("Counts after release = %v", got)
+	}
+}
+
+// A request with a single candidate does not wait for Redis: its lease is
+// written in the background, shared with other replicas within a moment,
+// counted by its own replica at once, and removed after its release, also
+// when releases race the background writes.
+func TestInFlight_SingleCandidate(t *testing.T) {
+	t.Parallel()
+	c, prefix := newClient(t)
+	r1 := redis.NewInFlight(c, prefix, 5*time.Second, nil)
+	r2 := redis.NewInFlight(c, prefix, 5*time.Second, nil)
+
+	_, release := acquire(t, r1, 1)
+	if got := counts(t, r1, 1)[1]; got != 1 {
+		t.Fatalf("own count right after a single-candidate acquire = %d, want 1", got)
+	}
+	eventually(t, time.Second, "another replica counts the lease", func() bool {
+		return counts(t, r2, 1)[1] == 1
+	})
+	// It decides a choice on the other replica: node 2 is idle.
+	if id, other := acquire(t, r2, 1, 2); id != 2 {
+		t.Fatalf("picked node %d, want the idle node 2", id)
+	} else {
+		other()
+	}
+	release()
+	eventually(t, time.Second, "the released lease stops counting", func() bool {
+		return counts(t, r2, 1)[1] == 0
+	})
+
+	// Many short and long requests, released at random moments around the
+	// background writes: exact counts while held, nothing left after.
+	var wg sync.WaitGroup
+	hold := make(chan struct{})
+	for i := range 200 {
+		wg.Go(func() {
+			_, release, err := r1.Acquire(testCtx(t), []int64{3})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if i%2 == 0 {
+				<-hold
+			} else {
+				time.Sleep(time.Duration(i%7) * time.Millisecond)
+			}
+			release()
+		})
+	}
+	eventually(t, 5*time.Second, "the 100 held leases are shared", func() bool {
+		return counts(t, r2, 3)[3] == 100
+	})
+	close(hold)
+	wg.Wait()
+	r1.Flush()
+	if got := counts(t, r2, 3)[3]; got != 0 {
+		t.Fatalf("another replica counts %d leases after every release, want 0", got)
+	}
+	if n := c.ZCard(testCtx(t), prefix+"inflight:3").Val(); n != 0 {
+		t.Fatalf("the lease set still holds %d leases", n)
+	}
+	assertTTLs(t, c, prefix)
+}
+
+// The Redis round trip a single candidate saves: a lease released before
+// the background write never reaches Redis, and one still held reaches it
+// with that write, not with Acquire.
+func TestInFlight_SingleCandidateSkipsRedis(t *testing.T) {
+	t.Parallel()
+	c, prefix := newClient(t)
+	calls := &commandCounter{}
+	c.AddHook(calls)
+	f := redis.NewInFlight(c, prefix, 5*time.Second, nil)
+	redis.SetWriteDelay(f, time.Minute) // only Flush writes
+
+	_, release := acquire(t, f, 1)
+	release()
+	f.Flush()
+	if n := calls.load(); n != 0 {
+		t.Fatalf("a lease released before its write cost %d Redis commands, want 0", n)
+	}
+
+	_, release = acquire(t, f, 1)
+	if n := calls.load(); n != 0 {
+		t.Fatalf("a single-candidate Acquire sent %d Redis commands, want 0", n)
+	}
+	f.Flush()
+	if n := c.ZCard(testCtx(t), prefix+"inflight:1").Val(); n != 1 {
+		t.Fatalf("after Flush the lease set holds %d leases, want 1", n)
+	}
+	release()
+	f.Flush()
+	if n := c.ZCard(testCtx(t), prefix+"inflight:1").Val(); n != 0 {
+		t.Fatalf("after release and Flush the lease set holds %d leases, want 0", n)
+	}
+}
+
+// commandCounter is a go-redis hook counting the commands sent, alone or
+// in pipelines.
+type commandCounter struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (h *commandCounter) load() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.n
+}
+
+func (h *commandCounter) add(n int) {
+	h.mu.Lock()
+	h.n += n
+	h.mu.Unlock()
+}
+
+func (h *commandCounter) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+
+func (h *commandCounter) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		h.add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (h *commandCounter) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		h.add(len(cmds))
+		return next(ctx, cmds)
 	}
 }
