@@ -697,6 +697,9 @@ func (f *InFlight) renewHeld() {
 	for l := range f.held {
 		ls = append(ls, l)
 	}
+	// The held ones among the unsent are written now: Counts must not
+	// count them twice.
+	f.unsent = take(&f.unsent, func(l *lease) bool { _, held := f.held[l]; return !held && !l.done })
 	f.mu.Unlock()
 	f.writeLeases("renew", ls)
 }
