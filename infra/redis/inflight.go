@@ -137,10 +137,11 @@ return out
 // background goroutine a couple of milliseconds later, together with the
 // others taken meanwhile, and a lease released before that is never
 // written. Other replicas then count such a lease from a few milliseconds
-// after it starts (and never count one shorter than that), which changes
-// their choices no more than the round trip it saves would have; the most
-// common fleet, every model on one node, pays no Redis round trip per
-// request.
+// after it starts, and never count one shorter than that: their choices
+// miss only the requests of the last few milliseconds on that node, while
+// the long streams that load a node most are counted for nearly all their
+// life. In return the most common fleet, every model on one node, pays no
+// Redis round trip per request.
 //
 // When Redis cannot be reached InFlight degrades instead of failing: it
 // chooses by this process's own counts (which it always keeps), logs one
