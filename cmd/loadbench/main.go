@@ -64,7 +64,7 @@ func run() error {
 	flag.StringVar(&o.bin, "aivonx", "", "aivonx binary (default: build it)")
 	flag.StringVar(&o.fake, "fakeollama", "", "fakeollama binary (default: build it)")
 	flag.StringVar(&o.redisURL, "redis-url", os.Getenv("AIVONX_TEST_REDIS_URL"), "also measure the shared mode (with --database-url)")
-	flag.StringVar(&o.databaseURL, "database-url", os.Getenv("AIVONX_TEST_DATABASE_URL"), "Postgres for the shared mode")
+	flag.StringVar(&o.databaseURL, "database-url", os.Getenv("AIVONX_TEST_DATABASE_URL"), "Postgres for the shared mode (a scratch database: its nodes are removed)")
 	flag.IntVar(&o.streams, "streams", 0, "also open this many concurrent long streams per target (0: skip)")
 	flag.IntVar(&o.streamLen, "stream-tokens", 100, "tokens per long stream (at -stream-delay apart)")
 	flag.IntVar(&o.rounds, "rounds", 3, "split each cell's duration into this many rounds, interleaved across the targets")
@@ -126,6 +126,9 @@ func run() error {
 			"AIVONX_SECRET_KEY=" + rand.Text() + rand.Text()}
 		if out, err := exec.Command(o.bin, append([]string{"migrate", "up"}, "--database-url", o.databaseURL)...).CombinedOutput(); err != nil {
 			return fmt.Errorf("migrate: %v: %s", err, out)
+		}
+		if err := clearNodes(o); err != nil {
+			return err
 		}
 		shared, surl, err := startProxy(o, tmp, nodeURLs, append(env, "AIVONX_WITH_WORKER=true"))
 		if err != nil {
@@ -282,9 +285,7 @@ func retarget(o options, tmp string, targets []target, url string) ([]target, er
 			out = append(out, target{name: t.name, url: u, pid: cmd.Process.Pid, cmd: cmd})
 		default:
 			if t.env != nil {
-				// The shared mode keeps its nodes in Postgres: leave only the
-				// new node there, so this twin routes like the others.
-				if err := onlyNode(o, url); err != nil {
+				if err := clearNodes(o); err != nil {
 					return out, err
 				}
 			}
@@ -298,7 +299,12 @@ func retarget(o options, tmp string, targets []target, url string) ([]target, er
 	return out, nil
 }
 
-func onlyNode(o options, url string) error {
+// clearNodes removes every node from the shared mode's Postgres before a
+// shared proxy starts with its --node flags: nodes left there by an earlier
+// run, or by anything else using the database, would be candidates too
+// when they serve the model, and the shared column would measure another
+// fleet than the others.
+func clearNodes(o options) error {
 	out, err := exec.Command(o.bin, "nodes", "list", "--json", "--database-url", o.databaseURL).Output()
 	if err != nil {
 		return fmt.Errorf("nodes list: %w", err)
