@@ -122,12 +122,23 @@ func TestInFlight(t *testing.T) {
 		// Under Lambda a release must land before the invocation ends.
 		inline := redis.NewInFlight(c, prefix, 10*time.Second, nil)
 		inline.ReleaseInline()
-		for range 20 {
-			_, release := acquire(t, inline, 6)
-			release()
-			if got := counts(t, r2, 6)[6]; got != 0 {
-				t.Fatalf("another replica counts %d leases right after an inline release, want 0", got)
+		check := func(what string) {
+			t.Helper()
+			if got := counts(t, r2, 6, 7); got[6]+got[7] != 0 {
+				t.Fatalf("another replica counts %v right after an inline release of %s, want zeros", got, what)
 			}
+		}
+		for range 20 {
+			_, release := acquire(t, inline, 6, 7) // written by Acquire
+			release()
+			check("a chosen lease")
+			_, release = acquire(t, inline, 6)
+			inline.Flush() // written, as the upkeep does after a moment
+			if got := counts(t, r2, 6)[6]; got != 1 {
+				t.Fatalf("another replica counts %d leases on node 6 after Flush, want 1", got)
+			}
+			release()
+			check("a single candidate's lease")
 		}
 	})
 
