@@ -31,7 +31,9 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/aivonx/aivonx/infra/redis"
 	"github.com/aivonx/aivonx/internal/fakeollama"
 	"github.com/aivonx/aivonx/internal/testenv"
 )
@@ -120,6 +122,12 @@ func TestLambdaE2E(t *testing.T) {
 		t.FailNow() // the proxy has no healthy node without the pass
 	}
 
+	rdb, err := redis.Open(context.Background(), redisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rdb.Close() })
+
 	t.Run("FunctionURLStream", func(t *testing.T) {
 		body := `{"model":"llama3","messages":[{"role":"user","content":"hi"}],"stream":true}`
 		inv := proxy.rt.invoke(t, functionURLEvent(http.MethodPost, "/api/chat", body))
@@ -140,6 +148,17 @@ func TestLambdaE2E(t *testing.T) {
 				pre := s.prelude(t)
 				if pre.StatusCode != http.StatusOK || pre.Headers["Content-Type"] != "application/x-ndjson" {
 					t.Fatalf("prelude %+v", pre)
+				}
+			}
+			if i == 1 {
+				// The node's only candidate: its lease is written in the
+				// background while the stream runs, for other containers.
+				deadline := time.Now().Add(5 * time.Second)
+				for leaseCount(t, rdb, prefix) != 1 {
+					if time.Now().After(deadline) {
+						t.Fatalf("%d leases in Redis during the stream, want 1", leaseCount(t, rdb, prefix))
+					}
+					time.Sleep(10 * time.Millisecond)
 				}
 			}
 			line := s.line(t)
@@ -167,6 +186,10 @@ func TestLambdaE2E(t *testing.T) {
 		res := inv.wait(t)
 		if rest := s.rest(t); len(bytes.TrimSpace(rest)) != 0 {
 			t.Fatalf("after the last line: %q", rest)
+		}
+		// Released inline: the container may be frozen from here on.
+		if n := leaseCount(t, rdb, prefix); n != 0 {
+			t.Fatalf("%d leases in Redis after the invocation ended, want 0", n)
 		}
 		if res.contentType != "application/vnd.awslambda.http-integration-response" {
 			t.Fatalf("response content type %q", res.contentType)
@@ -782,4 +805,20 @@ func httpAPIEvent(method, path string) events.APIGatewayV2HTTPRequest {
 	e.RequestContext.HTTP.Protocol = "HTTP/1.1"
 	e.RequestContext.HTTP.SourceIP = "198.51.100.4"
 	return e
+}
+
+// leaseCount returns the number of in-flight leases in Redis under prefix,
+// expired or not.
+func leaseCount(t *testing.T, rdb *goredis.Client, prefix string) int {
+	t.Helper()
+	ctx := context.Background()
+	keys, err := rdb.Keys(ctx, prefix+"inflight:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, k := range keys {
+		n += int(rdb.ZCard(ctx, k).Val())
+	}
+	return n
 }
