@@ -267,6 +267,7 @@ func (f *InFlight) Acquire(ctx context.Context, nodeIDs []int64) (chosen int, re
 	f.local[nodeIDs[chosen]]++
 	l.node, l.key = nodeIDs[chosen], f.key(nodeIDs[chosen])
 	if single {
+		l.taken = time.Now()
 		f.unsent = append(f.unsent, l)
 		f.wakeUpkeepLocked()
 	}
@@ -487,11 +488,12 @@ type lease struct {
 	id      string
 	node    int64
 	key     string
-	maybe   []string // keys the acquire script may have written to
-	inRedis bool     // known to be in Redis
-	done    bool     // released
-	queued  bool     // in gone, or removed
-	removed bool     // removed by an acquire or count script
+	maybe   []string  // keys the acquire script may have written to
+	taken   time.Time // when Acquire took it (single candidates only)
+	inRedis bool      // known to be in Redis
+	done    bool      // released
+	queued  bool      // in gone, or removed
+	removed bool      // removed by an acquire or count script
 }
 
 // ReleaseInline makes release wait until the lease is removed from Redis,
@@ -568,11 +570,17 @@ func (f *InFlight) runUpkeep() {
 	for {
 		select {
 		case <-f.wake:
-			// A moment's wait gathers more leases into one call, lets short
-			// single-candidate requests end before their lease is written,
-			// and lets the next acquire remove released leases for free.
+			// A moment's wait gathers more leases into one call, lets the
+			// next acquire remove released leases for free, and lets short
+			// single-candidate requests end before their lease is due.
 			time.Sleep(f.delay)
-			f.writeUnsent()
+			if f.writeUnsent(false) {
+				// Leases too young to write yet: come back for them.
+				select {
+				case f.wake <- struct{}{}:
+				default:
+				}
+			}
 			f.removeGone()
 		case <-tick.C:
 			f.renewHeld()
@@ -636,7 +644,7 @@ func (f *InFlight) removeGone() {
 
 // writeDelay is how long released leases wait for an acquire to remove
 // them before the upkeep goroutine does, and how long a single-candidate
-// lease waits before it is written.
+// lease lives before it is written (between one and two delays).
 const writeDelay = 2 * time.Millisecond
 
 // maxPiggyback bounds the released leases one acquire removes.
@@ -705,15 +713,28 @@ func (f *InFlight) renewHeld() {
 	f.writeLeases("renew", ls)
 }
 
-// writeUnsent writes the single-candidate leases taken since the last
-// write, except those already released: they are over, and never counted.
-func (f *InFlight) writeUnsent() {
+// writeUnsent writes the single-candidate leases that have lived for the
+// write delay, or all of them, and drops those already released: they are
+// over, and never counted. It reports whether younger ones are left.
+func (f *InFlight) writeUnsent(all bool) (left bool) {
 	f.writeMu.Lock()
 	defer f.writeMu.Unlock()
 	f.mu.Lock()
-	ls := take(&f.unsent, func(l *lease) bool { return !l.done })
+	due := time.Now().Add(-f.delay)
+	var ls, young []*lease
+	for _, l := range f.unsent {
+		switch {
+		case l.done:
+		case all || !l.taken.After(due):
+			ls = append(ls, l)
+		default:
+			young = append(young, l)
+		}
+	}
+	f.unsent = young
 	f.mu.Unlock()
 	f.writeLeases("acquire", ls)
+	return len(young) > 0
 }
 
 // take empties the queue *q and returns those of its leases that keep
@@ -785,7 +806,7 @@ func (f *InFlight) writeLeases(op string, ls []*lease) {
 // so that other replicas stop counting its leases at once rather than
 // after the lease TTL.
 func (f *InFlight) Flush() {
-	f.writeUnsent()
+	f.writeUnsent(true)
 	f.removeGone()
 }
 

@@ -426,11 +426,7 @@ func TestInFlight_SingleCandidate(t *testing.T) {
 // with that write, not with Acquire.
 func TestInFlight_SingleCandidateSkipsRedis(t *testing.T) {
 	t.Parallel()
-	c, prefix := newClient(t)
-	calls := &commandCounter{}
-	c.AddHook(calls)
-	f := redis.NewInFlight(c, prefix, 5*time.Second, nil)
-	redis.SetWriteDelay(f, time.Minute) // only Flush writes
+	c, prefix, calls, f := countedInFlight(t, time.Minute) // only Flush writes
 
 	_, release := acquire(t, f, 1)
 	release()
@@ -452,6 +448,18 @@ func TestInFlight_SingleCandidateSkipsRedis(t *testing.T) {
 	if n := c.ZCard(testCtx(t), prefix+"inflight:1").Val(); n != 0 {
 		t.Fatalf("after release and Flush the lease set holds %d leases, want 0", n)
 	}
+}
+
+// countedInFlight returns an InFlight with the given write delay on a
+// client of its own whose commands are counted.
+func countedInFlight(t *testing.T, delay time.Duration) (*goredis.Client, string, *commandCounter, *redis.InFlight) {
+	t.Helper()
+	c, prefix := newClient(t)
+	calls := &commandCounter{}
+	c.AddHook(calls)
+	f := redis.NewInFlight(c, prefix, 10*time.Second, nil)
+	redis.SetWriteDelay(f, delay)
+	return c, prefix, calls, f
 }
 
 // commandCounter is a go-redis hook counting the commands sent, alone or
@@ -486,5 +494,41 @@ func (h *commandCounter) ProcessPipelineHook(next goredis.ProcessPipelineHook) g
 	return func(ctx context.Context, cmds []goredis.Cmder) error {
 		h.add(len(cmds))
 		return next(ctx, cmds)
+	}
+}
+
+// A single candidate's lease is written once it has lived for the write
+// delay, not at the first background write after it was taken: back-to-back
+// requests shorter than the delay cost Redis nothing at all, and of two
+// held leases the younger is written a delay after the older.
+func TestInFlight_SingleCandidateWriteDelay(t *testing.T) {
+	t.Parallel()
+	const delay = 400 * time.Millisecond
+	c, prefix, calls, f := countedInFlight(t, delay)
+
+	start := time.Now()
+	for time.Since(start) < 3*delay {
+		_, release := acquire(t, f, 1)
+		time.Sleep(time.Millisecond)
+		release()
+	}
+	if n := calls.load(); n != 0 {
+		t.Fatalf("back-to-back 1 ms requests over %v sent %d Redis commands, want 0", 3*delay, n)
+	}
+
+	_, releaseOld := acquire(t, f, 2)
+	time.Sleep(delay / 2)
+	_, releaseYoung := acquire(t, f, 2)
+	key := prefix + "inflight:2"
+	eventually(t, 10*delay, "the older lease is written", func() bool { return c.ZCard(testCtx(t), key).Val() > 0 })
+	if n := c.ZCard(testCtx(t), key).Val(); n != 1 {
+		t.Fatalf("%d leases written when the older one was due, want 1 (the younger is not due yet)", n)
+	}
+	eventually(t, 10*delay, "the younger lease is written", func() bool { return c.ZCard(testCtx(t), key).Val() == 2 })
+	releaseOld()
+	releaseYoung()
+	f.Flush()
+	if n := c.ZCard(testCtx(t), key).Val(); n != 0 {
+		t.Fatalf("%d leases left after release and Flush", n)
 	}
 }
