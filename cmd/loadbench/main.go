@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -138,6 +139,7 @@ func run() error {
 		targets = append(targets, target{name: "aivonx (Redis leases)", url: surl, pid: shared.Process.Pid, env: append(env, "AIVONX_WITH_WORKER=true")})
 	}
 
+	fmt.Printf("machine: %s\n\n", machine())
 	fmt.Printf("streamed /api/chat, %d tokens per answer, token delay %s, %s per cell in %d interleaved rounds, %d node(s)\n\n",
 		o.tokens, o.tokenDelay, o.duration, o.rounds, o.nodes)
 	fmt.Println("| target | concurrency | requests/s | p50 | p99 | added p50 | added p99 | proxy CPU/request | errors |")
@@ -371,19 +373,25 @@ func startProxy(o options, tmp string, nodes []string, env []string) (*exec.Cmd,
 	return nil, "", errors.New("aivonx did not become ready")
 }
 
+// nginxPath finds nginx, also where root's PATH has it but a user's does not.
+func nginxPath() (string, error) {
+	if bin, err := exec.LookPath("nginx"); err == nil {
+		return bin, nil
+	}
+	for _, p := range []string{"/usr/sbin/nginx", "/usr/local/sbin/nginx"} {
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", errors.New("nginx not installed (apt-get install nginx-light)")
+}
+
 // startNginx runs nginx as the plain reverse-proxy baseline: one worker,
 // kept-alive upstream connections, no buffering (as a streaming setup needs).
 func startNginx(tmp, node string) (*exec.Cmd, string, error) {
-	bin, err := exec.LookPath("nginx")
+	bin, err := nginxPath()
 	if err != nil {
-		for _, p := range []string{"/usr/sbin/nginx", "/usr/local/sbin/nginx"} {
-			if _, serr := os.Stat(p); serr == nil {
-				bin, err = p, nil
-			}
-		}
-		if err != nil {
-			return nil, "", errors.New("nginx not installed (apt-get install nginx-light)")
-		}
+		return nil, "", err
 	}
 	addr, err := freeAddr()
 	if err != nil {
@@ -590,4 +598,30 @@ func cpuTime(pid int) time.Duration {
 	stime, _ := strconv.ParseInt(f[12], 10, 64)
 	const clockTicks = 100 // USER_HZ on Linux
 	return time.Duration(utime+stime) * time.Second / clockTicks
+}
+
+// machine describes where the run happened, for the report: figures from
+// different machines are not comparable, and the table alone does not say
+// which machine it came from.
+func machine() string {
+	cpu := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				cpu = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	parts := []string{fmt.Sprintf("%d CPUs (%s)", runtime.NumCPU(), cpu), runtime.GOOS + "/" + runtime.GOARCH}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		parts = append(parts, "kernel "+strings.TrimSpace(string(b)))
+	}
+	parts = append(parts, runtime.Version())
+	if bin, err := nginxPath(); err == nil {
+		if out, err := exec.Command(bin, "-v").CombinedOutput(); err == nil {
+			parts = append(parts, strings.TrimPrefix(strings.TrimSpace(string(out)), "nginx version: "))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
