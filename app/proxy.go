@@ -24,6 +24,9 @@ type route struct {
 	dialect  dialect
 }
 
+// jsonSpace is the white space JSON allows between tokens.
+const jsonSpace = " \t\r\n"
+
 // parseModel reads the model a request body names: "model", or the
 // deprecated "name" that some clients send instead (the ollama CLI on
 // /api/show and /api/pull, ollama-js on /api/pull, /api/push, /api/delete).
@@ -39,7 +42,7 @@ func parseModel(body []byte) (string, error) {
 	invalid := func(field, msg string) (string, error) {
 		return "", &fleet.ValidationError{Field: field, Msg: msg}
 	}
-	body = bytes.TrimSpace(body)
+	body = bytes.Trim(body, jsonSpace) // not TrimSpace: JSON allows no other white space
 	if len(body) == 0 {
 		return invalid("body", "missing request body")
 	}
