@@ -559,11 +559,12 @@ func (f *InFlight) startUpkeepLocked() {
 	}
 }
 
-// runUpkeep writes unsent leases and removes released ones as soon as
-// there are any, and renews the held ones every TTL/3. Writes happen here
-// only (or in Flush, which takes turns with this), each removal after the
-// write it undoes, so a lease is never added back after its removal. It
-// returns once a renewal finds nothing held, unsent or to remove.
+// runUpkeep writes unsent leases once they are due, removes released ones
+// soon after their release, and renews the held ones every TTL/3. Its
+// writes take turns with Flush's (writeMu), and a removal is queued only
+// after the write it undoes has landed, so a lease is never added back
+// after its removal. It returns once a renewal finds nothing held, unsent
+// or to remove.
 func (f *InFlight) runUpkeep() {
 	tick := time.NewTicker(f.leaseTTL / 3)
 	defer tick.Stop()
