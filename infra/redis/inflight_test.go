@@ -270,6 +270,7 @@ func TestInFlight_RedisDown(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("40 acquires with Redis down took %v", d)
 	}
+	_, releaseSingle := acquire(t, f, 9) // its background write finds Redis down
 	// Least loaded by local counts (node 1 already had one): 41 leases
 	// end up 10 or 11 per node.
 	got := counts(t, f, 1, 2, 3, 4)
@@ -291,8 +292,8 @@ func TestInFlight_RedisDown(t *testing.T) {
 	// The leases still held are re-added by their renewal, so another
 	// replica sees them.
 	eventually(t, 3*time.Second, "held leases become shared again", func() bool {
-		got, err := other.Counts(ctx, []int64{1, 2, 3, 4})
-		return err == nil && got[1]+got[2]+got[3]+got[4] == 20
+		got, err := other.Counts(ctx, []int64{1, 2, 3, 4, 9})
+		return err == nil && got[1]+got[2]+got[3]+got[4] == 20 && got[9] == 1
 	})
 	if n := logs.count("level=INFO"); n != 1 {
 		t.Errorf("%d info lines after Redis came back, want exactly 1:\n%s", n, logs.String())
@@ -310,8 +311,9 @@ func TestInFlight_RedisDown(t *testing.T) {
 	for _, r := range releases[20:] {
 		r()
 	}
+	releaseSingle()
 	f.Flush()
-	if got, err := other.Counts(ctx, []int64{1, 2, 3, 4, 5}); err != nil || got[1]+got[2]+got[3]+got[4]+got[5] != 0 {
+	if got, err := other.Counts(ctx, []int64{1, 2, 3, 4, 5, 9}); err != nil || got[1]+got[2]+got[3]+got[4]+got[5]+got[9] != 0 {
 		t.Fatalf("Counts after every release = %v, %v", got, err)
 	}
 	assertTTLs(t, c, "aivonx:")
