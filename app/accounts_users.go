@@ -2,24 +2,59 @@ package app
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
+	"reflect"
 	"strconv"
+	"strings"
 
 	"github.com/aivonx/aivonx/app/account"
 	"github.com/aivonx/aivonx/app/fleet"
 )
 
 // readAccountJSON decodes a small JSON body; it answers 400 itself and returns
-// false when the body is not valid JSON for v.
+// false when the body is not valid JSON for v, naming the field at fault in
+// the management API's shape rather than in Go's terms.
 func readAccountJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	r.Body = http.MaxBytesReader(w, r.Body, maxAuthBody)
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		writeError(w, ollamaDialect, http.StatusBadRequest, "invalid JSON body: "+err.Error())
-		return false
+	err := dec.Decode(v)
+	if err == nil {
+		return true
 	}
-	return true
+	var typeErr *json.UnmarshalTypeError
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		writeError(w, ollamaDialect, http.StatusRequestEntityTooLarge, "request body is too large")
+	case errors.As(err, &typeErr) && typeErr.Field != "":
+		writeFieldErrors(w, fieldErrors{typeErr.Field: {"must be " + jsonKind(typeErr.Type.Kind())}})
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		// encoding/json has no error type for it.
+		field, _ := strconv.Unquote(strings.TrimPrefix(err.Error(), "json: unknown field "))
+		writeFieldErrors(w, fieldErrors{field: {"is not a known field"}})
+	default:
+		writeError(w, ollamaDialect, http.StatusBadRequest, "request body must be a JSON object")
+	}
+	return false
+}
+
+// jsonKind names what JSON value a Go field of kind k takes.
+func jsonKind(k reflect.Kind) string {
+	switch k {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64, reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	}
+	return "an object"
 }
 
 // accountPathID reads the {id} path value; it answers 404 itself when it is not a

@@ -661,6 +661,18 @@ func TestAPIKeysOptional(t *testing.T) {
 		t.Fatalf("key %q", key)
 	}
 
+	t.Run("BadInput", func(t *testing.T) {
+		for body, want := range map[string]string{
+			`{"name":"web","rpm_limit":"5"}`: `"errors":{"rpm_limit":["must be an integer"]}`,
+			`{"name":"web","rpm":5}`:         `"errors":{"rpm":["is not a known field"]}`,
+			`{"name":7}`:                     `"errors":{"name":["must be a string"]}`,
+			`{"name":"evil\u001b[31mRED\r"}`: `"error":"name: must not contain control characters"`,
+			`name=web`:                       `"error":"request body must be a JSON object"`,
+		} {
+			resp, got := e.do("POST", "/api/keys", body, "Authorization", "Bearer "+admin)
+			expect(t, resp, got, 400, want)
+		}
+	})
 	t.Run("ListShowsNoSecret", func(t *testing.T) {
 		resp, got := e.do("GET", "/api/keys", "", "Authorization", "Bearer "+admin)
 		expect(t, resp, got, 200, `"name":"ci"`)

@@ -157,6 +157,8 @@ func (k *Key) Validate() error {
 		return &fleet.ValidationError{Field: "name", Msg: "is required"}
 	case utf8.RuneCountInString(k.Name) > 100:
 		return &fleet.ValidationError{Field: "name", Msg: "must be at most 100 characters"}
+	case !fleet.Printable(k.Name):
+		return &fleet.ValidationError{Field: "name", Msg: "must not contain control characters"}
 	case k.RPMLimit < 0:
 		return &fleet.ValidationError{Field: "rpm_limit", Msg: "must not be negative"}
 	case k.Hash == "" || k.Prefix == "":

@@ -3,6 +3,9 @@ package fleet
 import (
 	"errors"
 	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Sentinel errors shared by the handler, the worker and the storage
@@ -44,3 +47,11 @@ type ValidationError struct {
 }
 
 func (e *ValidationError) Error() string { return e.Field + ": " + e.Msg }
+
+// Printable reports whether s is valid UTF-8 without control characters.
+// Names an admin gives show up in terminals, log lines and metric labels,
+// where an escape sequence, a carriage return or a NUL would be taken for
+// something else.
+func Printable(s string) bool {
+	return utf8.ValidString(s) && strings.IndexFunc(s, unicode.IsControl) < 0
+}

@@ -41,6 +41,9 @@ func (n *Node) Validate() error {
 	if len(n.Name) > 100 {
 		return &ValidationError{Field: "name", Msg: "must be at most 100 characters"}
 	}
+	if !Printable(n.Name) {
+		return &ValidationError{Field: "name", Msg: "must not contain control characters"}
+	}
 	return nil
 }
 
