@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
+	"slices"
 	"time"
 
 	"github.com/aivonx/aivonx/app/fleet"
@@ -133,37 +136,70 @@ func writeManageErr(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 // readObject reads a JSON object body (or, for clients of the upstream, an
-// HTML form) into raw fields. A body that is not an object is a 400.
-func (h *Handler) readObject(w http.ResponseWriter, r *http.Request) (map[string]json.RawMessage, bool) {
-	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "application/x-www-form-urlencoded" || ct == "multipart/form-data" {
-		r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
-		if err := r.ParseMultipartForm(1 << 20); err != nil && !errors.Is(err, http.ErrNotMultipart) {
+// HTML form) into raw fields. A JSON body is recognised by its first
+// character whatever its Content-Type: curl -d labels JSON as a form, and
+// parsed as one its fields would all be lost. It answers 400 itself when the
+// body is not an object or names a field outside known, so that a typo
+// ("enable") is an error rather than a silent no-op.
+func (h *Handler) readObject(w http.ResponseWriter, r *http.Request, known ...string) (map[string]json.RawMessage, bool) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxManageBody)
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	var out map[string]json.RawMessage
+	if ct == "multipart/form-data" {
+		if err := r.ParseMultipartForm(maxManageBody); err != nil {
 			writeError(w, ollamaDialect, http.StatusBadRequest, "invalid form body")
 			return nil, false
 		}
-		out := map[string]json.RawMessage{}
-		for k, vs := range r.PostForm {
-			if len(vs) > 0 {
-				b, _ := json.Marshal(vs[0])
-				out[k] = b
+		out = formFields(r.PostForm)
+	} else {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			writeError(w, ollamaDialect, http.StatusRequestEntityTooLarge, "request body is too large")
+			return nil, false
+		}
+		body = bytes.Trim(body, jsonSpace)
+		switch {
+		case len(body) == 0:
+			out = map[string]json.RawMessage{}
+		case ct == "application/x-www-form-urlencoded" && body[0] != '{':
+			form, err := url.ParseQuery(string(body))
+			if err != nil {
+				writeError(w, ollamaDialect, http.StatusBadRequest, "invalid form body")
+				return nil, false
+			}
+			out = formFields(form)
+		default:
+			if err := json.Unmarshal(body, &out); err != nil || out == nil {
+				writeError(w, ollamaDialect, http.StatusBadRequest, "request body must be a JSON object")
+				return nil, false
 			}
 		}
-		return out, true
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
-	if err != nil {
-		writeError(w, ollamaDialect, http.StatusRequestEntityTooLarge, "request body is too large")
-		return nil, false
+	fe := fieldErrors{}
+	for k := range out {
+		if !slices.Contains(known, k) {
+			fe.add(k, "is not a known field")
+		}
 	}
-	out := map[string]json.RawMessage{}
-	if len(body) == 0 {
-		return out, true
-	}
-	if err := json.Unmarshal(body, &out); err != nil || out == nil {
-		writeError(w, ollamaDialect, http.StatusBadRequest, "request body must be a JSON object")
+	if len(fe) > 0 {
+		writeFieldErrors(w, fe)
 		return nil, false
 	}
 	return out, true
+}
+
+// maxManageBody bounds a management write's body.
+const maxManageBody = 1 << 20
+
+// formFields turns form values into raw JSON strings, the first of each.
+func formFields(form url.Values) map[string]json.RawMessage {
+	out := make(map[string]json.RawMessage, len(form))
+	for k, vs := range form {
+		if len(vs) > 0 {
+			out[k], _ = json.Marshal(vs[0])
+		}
+	}
+	return out
 }
 
 // handleConfigGet is GET /api/proxy/config.
@@ -181,14 +217,15 @@ func configJSON(s fleet.Settings) map[string]any {
 }
 
 // handleConfigUpdate is PUT and PATCH /api/proxy/config. Only the fields
-// given change (a PUT without "strategy" changes nothing, as upstream);
-// unknown fields are ignored, so a client may send back what it read.
+// given change (a PUT without "strategy" changes nothing, as upstream); a
+// client may send back what it or the upstream read ("strategies", "id"
+// and "updated_at" are ignored), any other field is a 400.
 func (h *Handler) handleConfigUpdate(w http.ResponseWriter, r *http.Request) {
 	if h.deps.Admin == nil {
 		writeError(w, ollamaDialect, http.StatusNotImplemented, "settings cannot be changed in this deployment")
 		return
 	}
-	fields, ok := h.readObject(w, r)
+	fields, ok := h.readObject(w, r, "strategy", "strategies", "id", "updated_at")
 	if !ok {
 		return
 	}

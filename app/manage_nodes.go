@@ -201,7 +201,7 @@ func (h *Handler) handleNodeCreate(w http.ResponseWriter, r *http.Request) {
 	if !h.requireAdminStore(w) {
 		return
 	}
-	fields, ok := h.readObject(w, r)
+	fields, ok := h.readObject(w, r, nodeFields...)
 	if !ok {
 		return
 	}
@@ -232,7 +232,7 @@ func (h *Handler) handleNodeUpdate(partial bool) http.HandlerFunc {
 		if !ok {
 			return
 		}
-		fields, ok := h.readObject(w, r)
+		fields, ok := h.readObject(w, r, nodeFields...)
 		if !ok {
 			return
 		}
@@ -276,6 +276,11 @@ func (h *Handler) handleNodeDelete(w http.ResponseWriter, r *http.Request) {
 	h.view.invalidate()
 	w.WriteHeader(http.StatusNoContent)
 }
+
+// nodeFields are the fields a node write may carry: what applyNodeInput
+// reads, and the read-only ones of a node's JSON, ignored, so that a client
+// may send back what it read.
+var nodeFields = []string{"name", "base_url", "address", "port", "enabled", "active", "id", "created_at", "updated_at", "status"}
 
 // applyNodeInput applies the client's fields to n and validates them. It
 // accepts the upstream's address+port (an address without a port gets

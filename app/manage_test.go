@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -74,8 +75,19 @@ func (e *manageEnv) pass() {
 	time.Sleep(6 * refreshEvery)
 }
 
-// do sends a request and returns the status and the body.
+// do sends a request, a JSON body when there is one, and returns the
+// status and the body.
 func (e *manageEnv) do(method, path, body string) (int, string) {
+	e.t.Helper()
+	contentType := ""
+	if body != "" {
+		contentType = "application/json"
+	}
+	return e.doAs(method, path, contentType, body)
+}
+
+// doAs sends a request whose body has the given Content-Type.
+func (e *manageEnv) doAs(method, path, contentType, body string) (int, string) {
 	e.t.Helper()
 	var rd io.Reader
 	if body != "" {
@@ -85,8 +97,8 @@ func (e *manageEnv) do(method, path, body string) (int, string) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := testClient.Do(req)
 	if err != nil {
@@ -182,6 +194,13 @@ func TestNodeCRUD(t *testing.T) {
 			{`{"base_url":"http://x","enabled":"maybe"}`, "enabled"},
 			{`{"base_url":"http://x","name":7}`, "name"},
 			{`{"base_url":"http://x","name":"` + strings.Repeat("n", 101) + `"}`, "name"},
+			// A terminal escape, a carriage return, a NUL: names reach
+			// terminals (nodes list), logs and metric labels.
+			{`{"base_url":"http://x","name":"evil\u001b[2Jgpu"}`, "name"},
+			{`{"base_url":"http://x","name":"a\rb"}`, "name"},
+			{`{"base_url":"http://x","name":"a\u0000b"}`, "name"},
+			// A misspelt field is an error, not a silent default.
+			{`{"base_url":"http://x","enable":false}`, "enable"},
 		} {
 			fieldError(t, e.expect("POST", "/api/proxy/nodes", tt.body, 400), tt.field)
 		}
@@ -202,6 +221,16 @@ func TestNodeCRUD(t *testing.T) {
 		if n := e.expect("PATCH", "/api/proxy/nodes/"+id, `{"active":true}`, 200); n["enabled"] != true {
 			t.Fatalf("active alias: %v", n)
 		}
+		// A typo changes nothing and says so.
+		fieldError(t, e.expect("PATCH", "/api/proxy/nodes/"+id, `{"enable":false}`, 400), "enable")
+		// What a GET returned may be sent back: its read-only fields are ignored.
+		got := e.expect("GET", "/api/proxy/nodes/"+id, "", 200)
+		got["name"] = "gpu-b2"
+		back, _ := json.Marshal(got)
+		if n := e.expect("PUT", "/api/proxy/nodes/"+id, string(back), 200); n["name"] != "gpu-b2" || n["enabled"] != true {
+			t.Fatalf("round trip = %v", n)
+		}
+		e.expect("PATCH", "/api/proxy/nodes/"+id, `{"name":"gpu-b"}`, 200)
 	})
 
 	t.Run("PutReplaces", func(t *testing.T) {
@@ -303,10 +332,12 @@ func TestConfig(t *testing.T) {
 	if c := e.expect("PUT", "/api/proxy/config", `{"strategy":"lowest_latency"}`, 200); c["strategy"] != "lowest_latency" {
 		t.Fatalf("put = %v", c)
 	}
-	// PUT without strategy changes nothing, as upstream; unknown fields are ignored.
-	if c := e.expect("PUT", "/api/proxy/config", `{"id":1}`, 200); c["strategy"] != "lowest_latency" {
+	// PUT without strategy changes nothing, as upstream; the fields of
+	// the upstream's answer may be sent back.
+	if c := e.expect("PUT", "/api/proxy/config", `{"id":1,"updated_at":"2026-01-01T00:00:00Z"}`, 200); c["strategy"] != "lowest_latency" {
 		t.Fatalf("empty put = %v", c)
 	}
+	fieldError(t, e.expect("PATCH", "/api/proxy/config", `{"strat":"least_active"}`, 400), "strat")
 	if msg := fieldError(t, e.expect("PATCH", "/api/proxy/config", `{"strategy":"random"}`, 400), "strategy"); !strings.Contains(msg, "not a valid choice") {
 		t.Fatalf("msg = %q", msg)
 	}
@@ -320,6 +351,56 @@ func TestConfig(t *testing.T) {
 	if st := e.expect("GET", "/api/proxy/state", "", 200); st["strategy"] != "lowest_latency" {
 		t.Fatalf("state strategy = %v", st["strategy"])
 	}
+}
+
+// TestManageBodyTypes: curl -d labels a JSON body as a form; it is read as
+// JSON on every management write (it was read as a form, which dropped
+// every field: a drain or a strategy change answered 200 and did nothing).
+// A real form, as the upstream's HTML pages posted, still works.
+func TestManageBodyTypes(t *testing.T) {
+	a := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+	e := newManageEnv(t, app.Config{}, app.Deps{})
+	const curlForm = "application/x-www-form-urlencoded" // curl -d
+	send := func(method, path, contentType, body string, want int) map[string]any {
+		t.Helper()
+		status, body := e.doAs(method, path, contentType, body)
+		out := map[string]any{}
+		if status != want || json.Unmarshal([]byte(body), &out) != nil {
+			t.Fatalf("status %d, want %d; body %s", status, want, body)
+		}
+		return out
+	}
+
+	n := send("POST", "/api/proxy/nodes", curlForm, `{"name":"gpu-a","base_url":"`+a.URL()+`"}`, 201)
+	id := strconv.FormatFloat(n["id"].(float64), 'f', 0, 64)
+	if n["name"] != "gpu-a" {
+		t.Fatalf("created = %v", n)
+	}
+	if n := send("PATCH", "/api/proxy/nodes/"+id, curlForm, ` {"enabled":false}`, 200); n["enabled"] != false {
+		t.Fatalf("drain through curl -d = %v", n)
+	}
+	if c := send("PATCH", "/api/proxy/config", curlForm, `{"strategy":"lowest_latency"}`, 200); c["strategy"] != "lowest_latency" {
+		t.Fatalf("config through curl -d = %v", c)
+	}
+	fieldError(t, send("PATCH", "/api/proxy/config", curlForm, `{"strategy":"bogus"}`, 400), "strategy")
+	// The node is drained: the pull names it and finds no enabled node of that id.
+	if body := send("POST", "/api/proxy/pull", curlForm, `{"model":"llama3","node_id":`+id+`}`, 404); body["error"] != "node not found: "+id {
+		t.Fatalf("pull through curl -d = %v", body)
+	}
+
+	// Forms, urlencoded and multipart.
+	if n := send("PATCH", "/api/proxy/nodes/"+id, curlForm, "enabled=true&name=gpu-a2", 200); n["enabled"] != true || n["name"] != "gpu-a2" {
+		t.Fatalf("form patch = %v", n)
+	}
+	var mp strings.Builder
+	mw := multipart.NewWriter(&mp)
+	mw.WriteField("strategy", "least_active")
+	mw.Close()
+	if c := send("PUT", "/api/proxy/config", mw.FormDataContentType(), mp.String(), 200); c["strategy"] != "least_active" {
+		t.Fatalf("multipart put = %v", c)
+	}
+	fieldError(t, send("PATCH", "/api/proxy/nodes/"+id, curlForm, "enable=false", 400), "enable")
+	send("PATCH", "/api/proxy/nodes/"+id, curlForm, "a=%zz", 400)
 }
 
 func TestManageWithoutAdminStore(t *testing.T) {

@@ -218,7 +218,7 @@ func pullBody(fields map[string]json.RawMessage) []byte {
 // Otherwise it answers, once every node is done,
 // {"model","results":[summary…],"total_nodes"}.
 func (h *Handler) handleProxyPull(w http.ResponseWriter, r *http.Request) {
-	fields, ok := h.readObject(w, r)
+	fields, ok := h.readObject(w, r, "model", "name", "node_id", "insecure", "stream")
 	if !ok {
 		return
 	}
