@@ -253,7 +253,9 @@ func (h *Handler) handleNodeUpdate(partial bool) http.HandlerFunc {
 		}
 		h.log.Info("node updated", "node", saved.Name, "node_id", saved.ID, "url", saved.BaseURL, "enabled", saved.Enabled)
 		h.view.invalidate()
-		if saved.BaseURL != old.BaseURL || (saved.Enabled && !old.Enabled) {
+		// Saving probes the node at once, whatever changed: it is how an
+		// admin asks "check it now" after fixing a node (TROUBLESHOOTING).
+		if saved.Enabled {
 			h.refreshSoon(saved.ID)
 		}
 		writeJSON(w, http.StatusOK, h.nodeView(r.Context(), []fleet.Node{saved})[0])

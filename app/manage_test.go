@@ -263,6 +263,28 @@ func TestNodeCRUD(t *testing.T) {
 	})
 }
 
+// TestNodeSaveProbes: saving a node probes it at once, even when nothing
+// that matters to the probe changed, so that an admin who fixed a node sees
+// it back without waiting for the next pass.
+func TestNodeSaveProbes(t *testing.T) {
+	a := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+	e := newManageEnv(t, app.Config{}, app.Deps{}, a)
+	a.Stop()
+	e.pass()
+	n := e.expect("GET", "/api/proxy/nodes/1", "", 200)
+	if st := n["status"].(map[string]any); st["healthy"] != false {
+		t.Fatalf("stopped node: %v", st)
+	}
+	if err := a.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	e.expect("PATCH", "/api/proxy/nodes/1", `{"name":"nodeA"}`, 200)
+	waitFor(t, "saved node healthy without a pass", func() bool {
+		n := e.expect("GET", "/api/proxy/nodes/1", "", 200)
+		return n["status"].(map[string]any)["healthy"] == true
+	})
+}
+
 func TestNodePagination(t *testing.T) {
 	e := newManageEnv(t, app.Config{}, app.Deps{})
 	for i := range 5 {
