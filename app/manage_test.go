@@ -285,6 +285,40 @@ func TestNodeSaveProbes(t *testing.T) {
 	})
 }
 
+// TestWorkerDebugLog: --log-level debug shows every probe and every pass,
+// as TROUBLESHOOTING promises.
+func TestWorkerDebugLog(t *testing.T) {
+	a := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+	e := newManageEnv(t, app.Config{}, app.Deps{}, a)
+	a.Stop()
+	e.pass()
+	var probed, passes int
+	for _, line := range strings.Split(e.logs.String(), "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) != nil || rec["level"] != "DEBUG" {
+			continue
+		}
+		switch rec["msg"] {
+		case "node probed":
+			if rec["node"] != "nodeA" || rec["models"] != 1.0 {
+				t.Errorf("probe line %s", line)
+			}
+			if rec["healthy"] == false && rec["reason"] == "" {
+				t.Errorf("an unhealthy probe without a reason: %s", line)
+			}
+			probed++
+		case "health pass done":
+			if rec["nodes"] != 1.0 {
+				t.Errorf("pass line %s", line)
+			}
+			passes++
+		}
+	}
+	if probed != 2 || passes != 2 {
+		t.Fatalf("%d probe and %d pass debug lines after two passes, want 2 and 2:\n%s", probed, passes, e.logs.String())
+	}
+}
+
 func TestNodePagination(t *testing.T) {
 	e := newManageEnv(t, app.Config{}, app.Deps{})
 	for i := range 5 {

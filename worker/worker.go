@@ -114,6 +114,7 @@ func (w *Worker) pass(ctx context.Context, only *int64) error {
 		}
 	}
 
+	start := time.Now()
 	out := make([]fleet.Status, len(nodes))
 	sem := make(chan struct{}, w.cfg.Concurrency)
 	var wg sync.WaitGroup
@@ -132,11 +133,18 @@ func (w *Worker) pass(ctx context.Context, only *int64) error {
 	}
 	wg.Wait()
 	kept := out[:0]
+	healthy := 0
 	for i, s := range out {
 		if s.NodeID == 0 && only != nil {
 			continue // a node never probed yet, outside this refresh
 		}
 		kept = append(kept, s)
+		if only == nil || s.NodeID == *only {
+			w.logProbe(ctx, nodes[i], s)
+		}
+		if s.Healthy {
+			healthy++
+		}
 		if p, known := prev[nodes[i].ID]; known && p.Healthy != s.Healthy {
 			w.logTransition(nodes[i], s)
 		} else if !known {
@@ -146,7 +154,21 @@ func (w *Worker) pass(ctx context.Context, only *int64) error {
 	if err := w.store.WriteStatuses(ctx, kept); err != nil {
 		return fmt.Errorf("write statuses: %w", err)
 	}
+	if only == nil {
+		w.log.Debug("health pass done", "nodes", len(nodes), "healthy", healthy, "duration_ms", time.Since(start).Milliseconds())
+	}
 	return nil
+}
+
+// logProbe is the debug line of one node's probe: what an operator needs to
+// see why a node is, or is not, getting traffic.
+func (w *Worker) logProbe(ctx context.Context, n fleet.Node, s fleet.Status) {
+	if !w.log.Enabled(ctx, slog.LevelDebug) {
+		return
+	}
+	w.log.Debug("node probed", "node", n.Name, "node_id", n.ID, "enabled", n.Enabled, "healthy", s.Healthy,
+		"latency_ms", float64(s.Latency.Microseconds())/1000, "models", len(s.Models), "loaded", len(s.Loaded),
+		"version", s.Version, "passes", s.Passes, "fails", s.Fails, "reason", s.Reason)
 }
 
 func (w *Worker) logTransition(n fleet.Node, s fleet.Status) {
