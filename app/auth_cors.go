@@ -62,13 +62,16 @@ func (h *Handler) withCORS(next http.Handler) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Every answer depends on Origin, an allowed one or not: without
+		// Vary a shared cache could serve an answer without CORS headers
+		// to an allowed origin.
+		hdr := w.Header()
+		hdr.Add("Vary", "Origin")
 		origin := r.Header.Get("Origin")
 		if !p.allows(origin) {
 			next.ServeHTTP(w, r)
 			return
 		}
-		hdr := w.Header()
-		hdr.Add("Vary", "Origin")
 		if p.any {
 			hdr.Set("Access-Control-Allow-Origin", "*")
 		} else {

@@ -86,6 +86,14 @@ func TestCORS(t *testing.T) {
 			}
 		}
 	})
+	t.Run("VaryEvenWhenNotAllowed", func(t *testing.T) {
+		// A shared cache must not hand this answer to an allowed origin.
+		for _, origin := range []string{"https://evil.example", ""} {
+			if w := serve("GET", origin); !strings.Contains(w.Header().Get("Vary"), "Origin") {
+				t.Errorf("origin %q: no Vary: Origin in %v", origin, w.Header())
+			}
+		}
+	})
 	t.Run("OffByDefault", func(t *testing.T) {
 		h := corsHandler(t)
 		r := httptest.NewRequest("OPTIONS", "/api/chat", nil)

@@ -22,6 +22,7 @@ import (
 
 // Flags shared by several commands.
 var (
+	addrFlag    = &cli.StringFlag{Name: "addr", Value: ":8000", EnvVars: []string{"AIVONX_ADDR"}, Usage: "listen address"}
 	dataDirFlag = &cli.StringFlag{Name: "data-dir", Value: "./data", EnvVars: []string{"AIVONX_DATA_DIR"},
 		Usage: "directory of the embedded store (used when no database URL is set)"}
 	databaseFlag = &cli.StringFlag{Name: "database-url", EnvVars: []string{"DATABASE_URL", "AIVONX_DATABASE_URL"},

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -34,8 +35,9 @@ the age of the health worker's last pass. Each failure comes with a one-line
 fix. Exits non-zero when any check fails. Run it with the same flags and
 environment as serve.`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "url", Value: "http://127.0.0.1:8000", EnvVars: []string{"AIVONX_DOCTOR_URL"},
-				Usage: "a running proxy, asked for the worker's last pass in the embedded mode"},
+			&cli.StringFlag{Name: "url", EnvVars: []string{"AIVONX_DOCTOR_URL"},
+				Usage: "a running proxy, asked for the worker's last pass in the embedded mode (default: serve's --addr on this machine)"},
+			addrFlag,
 			&cli.DurationFlag{Name: "timeout", Value: 5 * time.Second, Usage: "bound of each check"},
 			dataDirFlag, databaseFlag, redisFlag, redisPrefixFlag, logLevelFlag, logFileFlag,
 			healthEveryFlag, secretKeyFlag, nodeAllowFlag,
@@ -209,12 +211,12 @@ func runDoctor(c *cli.Context) error {
 
 	// The health worker's last pass.
 	if !lastPassKnown && mode == "embedded" {
-		lastPass, lastPassKnown = d.lastPassFromServe(c.Context, client, c.String("url"))
+		lastPass, lastPassKnown = d.lastPassFromServe(c.Context, client, serveURL(c))
 	}
 	maxAge := 3 * c.Duration(healthEveryFlag.Name)
 	switch {
 	case !lastPassKnown:
-		d.warn("worker", "last pass unknown: no running serve answered at "+c.String("url"), "start `aivonx serve`, or pass --url of a running one")
+		d.warn("worker", "last pass unknown: no running serve answered at "+serveURL(c), "start `aivonx serve`, or pass --url of a running one")
 	case lastPass.IsZero():
 		if len(nodes) > 0 {
 			d.fail("worker", "no pass recorded yet", workerFix(mode))
@@ -362,6 +364,22 @@ func newest(statuses []fleet.Status) time.Time {
 		}
 	}
 	return t
+}
+
+// serveURL is where doctor finds a running serve: --url, else serve's own
+// listen address (--addr, AIVONX_ADDR) on this machine.
+func serveURL(c *cli.Context) string {
+	if u := c.String("url"); u != "" {
+		return u
+	}
+	host, port, err := net.SplitHostPort(c.String(addrFlag.Name))
+	if err != nil {
+		return "http://127.0.0.1:8000"
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }
 
 // maskURL replaces a URL's password with ***.

@@ -60,6 +60,23 @@ func TestDoctor(t *testing.T) {
 		}
 	})
 
+	t.Run("FindsServeByItsAddr", func(t *testing.T) {
+		// "Run it with the same flags and environment as serve": serve's
+		// address says where to ask, an unspecified host meaning this machine.
+		_, port, _ := strings.Cut(strings.TrimPrefix(serve.URL, "http://"), ":")
+		t.Setenv("AIVONX_DOCTOR_URL", "")
+		t.Setenv("AIVONX_ADDR", ":"+port)
+		out, err := runDoctorCLI(t, "--data-dir", dir)
+		if err != nil || !strings.Contains(out, "✓ worker") {
+			t.Fatalf("err = %v\n%s", err, out)
+		}
+		t.Setenv("AIVONX_ADDR", "")
+		out, err = runDoctorCLI(t, "--data-dir", dir, "--addr", "0.0.0.0:"+port)
+		if err != nil || !strings.Contains(out, "✓ worker") {
+			t.Fatalf("--addr: err = %v\n%s", err, out)
+		}
+	})
+
 	t.Run("NodeDownAndStalePass", func(t *testing.T) {
 		node.Stop()
 		defer node.Restart()

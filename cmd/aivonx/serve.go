@@ -27,7 +27,7 @@ settings in a SQLite file under --data-dir, node status in memory, health checks
 in-process. With DATABASE_URL and REDIS_URL it reads the fleet that the worker
 keeps in Postgres and Redis, and shares in-flight counts with every replica.`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "addr", Value: ":8000", EnvVars: []string{"AIVONX_ADDR"}, Usage: "listen address"},
+			addrFlag,
 			&cli.StringSliceFlag{Name: "node", EnvVars: []string{"AIVONX_NODES"},
 				Usage: "an Ollama node URL to add to the store if missing (repeat, or comma-separated in the env var); with none and an empty store, http://127.0.0.1:11434"},
 			&cli.StringFlag{Name: "strategy", EnvVars: []string{"AIVONX_STRATEGY"},
@@ -173,7 +173,7 @@ func listen(ctx context.Context, c *cli.Context, h http.Handler, maxHeaderBytes 
 		// No WriteTimeout: a stream may run for many minutes.
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	ln, err := net.Listen("tcp", c.String("addr"))
+	ln, err := net.Listen("tcp", c.String(addrFlag.Name))
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
@@ -232,7 +232,7 @@ func seedStore(c *cli.Context, store nodeStore, embedded bool, log *slog.Logger)
 	for _, u := range urls {
 		norm, err := fleet.NormalizeURL(u)
 		if err != nil {
-			return fmt.Errorf("--node %q: %w", u, err)
+			return fmt.Errorf("--node %q: %w", maskURL(u), err) // never echo a password
 		}
 		if have[norm] {
 			continue
