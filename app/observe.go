@@ -18,7 +18,8 @@ import (
 type ObserveConfig struct {
 	// MetricsPrivate puts GET /metrics behind a login (requireUser). False,
 	// the default, leaves it public, as most exporters are: it shows node
-	// names and model names, never addresses or secrets.
+	// names and model names, never URLs or secrets (though a node added
+	// without a name is named after its host:port).
 	MetricsPrivate bool
 	// Location is the time zone of log-query times written without one
 	// ("2026-01-02 15:04:05"). Nil means time.Local.
