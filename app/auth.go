@@ -31,8 +31,10 @@ type AuthConfig struct {
 	// open and a missing, unknown or dummy key is ignored; a valid key is
 	// still rate limited and its usage recorded. It needs Deps.Accounts.
 	RequireAPIKey bool
-	// CORSOrigins lists the origins ("https://app.example.com", or "*" for
-	// any) whose browsers may call the API. Empty means no CORS headers.
+	// CORSOrigins lists the origins whose browsers may call the API besides
+	// those Ollama allows by default (local pages on any port and desktop
+	// apps): "https://app.example.com", "https://*.example.com",
+	// "chrome-extension://*", or "*" for any.
 	CORSOrigins []string
 	// TrustedProxies are the load balancers and reverse proxies in front of
 	// the proxy. A request that comes from one of them is attributed to the

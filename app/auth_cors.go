@@ -9,32 +9,64 @@ import (
 // reach a node, and other origins get no CORS headers at all. Credentials
 // (cookies) are never allowed cross-origin: browser clients authenticate
 // with an API key or a bearer token.
+//
+// Like Ollama, it allows local pages and desktop apps by default
+// (ollamaOrigins); configured origins come on top, as OLLAMA_ORIGINS does.
+// The nodes never see an Origin (proxy.go drops it): a node would refuse
+// one it does not know with 403, and this policy is the one that counts.
 type corsPolicy struct {
-	any     bool
-	origins map[string]bool
+	any      bool
+	origins  map[string]bool
+	patterns []originPattern // origins with one "*"
 }
+
+// ollamaOrigins are the origins Ollama allows with OLLAMA_ORIGINS unset.
+var ollamaOrigins = []string{
+	"http://localhost", "https://localhost", "http://localhost:*", "https://localhost:*",
+	"http://127.0.0.1", "https://127.0.0.1", "http://127.0.0.1:*", "https://127.0.0.1:*",
+	"http://0.0.0.0", "https://0.0.0.0", "http://0.0.0.0:*", "https://0.0.0.0:*",
+	"app://*", "file://*", "tauri://*", "vscode-webview://*", "vscode-file://*",
+}
+
+// originPattern matches an origin by what comes before and after its "*".
+type originPattern struct{ prefix, suffix string }
 
 func newCORSPolicy(origins []string) corsPolicy {
 	p := corsPolicy{origins: map[string]bool{}}
-	for _, o := range origins {
+	for _, o := range append(ollamaOrigins[:len(ollamaOrigins):len(ollamaOrigins)], origins...) {
 		for _, o := range strings.Split(o, ",") {
-			o = strings.TrimRight(strings.TrimSpace(o), "/")
-			switch o {
-			case "":
-			case "*":
+			o = strings.ToLower(strings.TrimRight(strings.TrimSpace(o), "/"))
+			switch before, after, wild := strings.Cut(o, "*"); {
+			case o == "":
+			case o == "*":
 				p.any = true
+			case wild:
+				p.patterns = append(p.patterns, originPattern{before, after})
 			default:
-				p.origins[strings.ToLower(o)] = true
+				p.origins[o] = true
 			}
 		}
 	}
 	return p
 }
 
-func (p corsPolicy) enabled() bool { return p.any || len(p.origins) > 0 }
-
 func (p corsPolicy) allows(origin string) bool {
-	return origin != "" && (p.any || p.origins[strings.ToLower(origin)])
+	if origin == "" {
+		return false
+	}
+	if p.any {
+		return true
+	}
+	origin = strings.ToLower(origin)
+	if p.origins[origin] {
+		return true
+	}
+	for _, pat := range p.patterns {
+		if len(origin) >= len(pat.prefix)+len(pat.suffix) && strings.HasPrefix(origin, pat.prefix) && strings.HasSuffix(origin, pat.suffix) {
+			return true
+		}
+	}
+	return false
 }
 
 const (
@@ -48,19 +80,15 @@ const (
 func corsHeaderAllowed(name string) bool {
 	switch name = strings.ToLower(strings.TrimSpace(name)); name {
 	case "authorization", "content-type", "x-api-key", "openai-beta", "openai-organization", "openai-project",
-		"x-request-id", "accept", "accept-language", "content-language", "user-agent":
+		"x-request-id", "accept", "accept-language", "content-language", "user-agent", "x-requested-with":
 		return true
 	}
 	return strings.HasPrefix(name, "x-stainless-")
 }
 
-// withCORS wraps the whole handler with the Auth.CORSOrigins policy. With
-// no origins configured it returns next unchanged.
+// withCORS wraps the whole handler with the CORS policy.
 func (h *Handler) withCORS(next http.Handler) http.Handler {
 	p := h.ext.auth.cors
-	if !p.enabled() {
-		return next
-	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Every answer depends on Origin, an allowed one or not: without
 		// Vary a shared cache could serve an answer without CORS headers

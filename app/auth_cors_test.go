@@ -33,20 +33,24 @@ func corsHandler(t *testing.T, origins ...string) http.Handler {
 	return h.withCORS(h)
 }
 
+func serveWith(h http.Handler, method, origin string, hdr ...string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(method, "/api/chat", nil)
+	if origin != "" {
+		r.Header.Set("Origin", origin)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		r.Header.Set(hdr[i], hdr[i+1])
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w
+}
+
 func TestCORS(t *testing.T) {
 	t.Parallel()
 	h := corsHandler(t, "https://app.example.com, https://other.example")
 	serve := func(method, origin string, hdr ...string) *httptest.ResponseRecorder {
-		r := httptest.NewRequest(method, "/api/chat", nil)
-		if origin != "" {
-			r.Header.Set("Origin", origin)
-		}
-		for i := 0; i+1 < len(hdr); i += 2 {
-			r.Header.Set(hdr[i], hdr[i+1])
-		}
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
-		return w
+		return serveWith(h, method, origin, hdr...)
 	}
 
 	t.Run("Preflight", func(t *testing.T) {
@@ -94,15 +98,40 @@ func TestCORS(t *testing.T) {
 			}
 		}
 	})
-	t.Run("OffByDefault", func(t *testing.T) {
+	t.Run("OllamaDefaults", func(t *testing.T) {
+		// With nothing configured, what Ollama allows: local pages on any
+		// port and desktop apps, and nothing else.
 		h := corsHandler(t)
-		r := httptest.NewRequest("OPTIONS", "/api/chat", nil)
-		r.Header.Set("Origin", "https://app.example.com")
-		r.Header.Set("Access-Control-Request-Method", "POST")
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
-		if w.Header().Get("Access-Control-Allow-Origin") != "" {
-			t.Fatalf("CORS answered with no origins configured: %v", w.Header())
+		for origin, allowed := range map[string]bool{
+			"http://localhost:3000": true, "https://127.0.0.1": true, "http://0.0.0.0:8080": true,
+			"app://obsidian.md": true, "tauri://localhost": true, "vscode-webview://abc": true,
+			"https://evil.example": false, "http://localhost.evil.example": false, "chrome-extension://abc": false,
+			"http://127.0.0.1.evil.example:80": false,
+		} {
+			r := httptest.NewRequest("OPTIONS", "/api/chat", nil)
+			r.Header.Set("Origin", origin)
+			r.Header.Set("Access-Control-Request-Method", "POST")
+			r.Header.Set("Access-Control-Request-Headers", "content-type, x-requested-with")
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			got := w.Header().Get("Access-Control-Allow-Origin")
+			if allowed && (got != origin || w.Code != http.StatusNoContent || !strings.Contains(strings.ToLower(w.Header().Get("Access-Control-Allow-Headers")), "x-requested-with")) {
+				t.Errorf("%s: %d %v, want a preflight that allows it", origin, w.Code, w.Header())
+			}
+			if !allowed && got != "" {
+				t.Errorf("%s allowed by default: %v", origin, w.Header())
+			}
+		}
+	})
+	t.Run("Patterns", func(t *testing.T) {
+		h := corsHandler(t, "https://*.example.com,chrome-extension://*")
+		for origin, allowed := range map[string]bool{
+			"https://chat.example.com": true, "chrome-extension://abcdef": true, "http://localhost:5173": true,
+			"https://example.com.evil.example": false, "http://chat.example.com": false,
+		} {
+			if got := serveWith(h, "GET", origin).Header().Get("Access-Control-Allow-Origin"); (got == origin) != allowed {
+				t.Errorf("%s: Allow-Origin %q, allowed %v", origin, got, allowed)
+			}
 		}
 	})
 	t.Run("AnyOrigin", func(t *testing.T) {

@@ -433,6 +433,38 @@ func TestHeadersToAndFromNode(t *testing.T) {
 	}
 }
 
+// TestBrowserThroughProxy: the proxy is the CORS boundary. A real Ollama
+// answers 403 to an Origin it does not know, so the browser's Origin must
+// not reach the node.
+func TestBrowserThroughProxy(t *testing.T) {
+	node := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}, CheckOrigin: true})
+	e := newEnv(t, app.Config{Auth: app.AuthConfig{CORSOrigins: []string{"https://chat.example.com"}}}, node)
+	for _, origin := range []string{"https://chat.example.com", "http://localhost:3000"} {
+		req, _ := http.NewRequest("POST", e.proxy.URL+"/api/chat", strings.NewReader(`{"model":"llama3","stream":false}`))
+		req.Header.Set("Origin", origin)
+		resp, err := testClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body := readAll(t, resp); resp.StatusCode != 200 || resp.Header.Get("Access-Control-Allow-Origin") != origin {
+			t.Fatalf("%s: %d %v %q", origin, resp.StatusCode, resp.Header, body)
+		}
+		if got, _, _ := node.LastRequest("/api/chat"); got.Get("Origin") != "" {
+			t.Fatalf("Origin %q reached the node", got.Get("Origin"))
+		}
+	}
+	// The fake is faithful: the same request straight to it is refused.
+	req, _ := http.NewRequest("POST", node.URL()+"/api/chat", strings.NewReader(`{"model":"llama3","stream":false}`))
+	req.Header.Set("Origin", "https://chat.example.com")
+	resp, err := testClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if readAll(t, resp); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("the fake node answered a foreign origin with %d, want 403", resp.StatusCode)
+	}
+}
+
 func TestFleetViews(t *testing.T) {
 	a := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest", "shared:latest"}, Loaded: []string{"llama3:latest"}, Version: "0.17.4"})
 	b := fakeollama.Start(t, fakeollama.Options{Models: []string{"qwen:7b", "shared:latest"}, Version: "0.9.1"})

@@ -324,12 +324,17 @@ var skipRequestHeaders = map[string]bool{
 	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true,
 	"Proxy-Authorization": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
 	"Authorization": true, "Cookie": true, "X-Api-Key": true, "Host": true, "Content-Length": true,
+	// The proxy answers CORS itself (auth_cors.go); a node would refuse an
+	// origin it does not know with 403.
+	"Origin": true,
 }
 
 var skipResponseHeaders = map[string]bool{
 	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true,
 	"Proxy-Authorization": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
-	"Set-Cookie": true,
+	"Set-Cookie": true, "Access-Control-Allow-Origin": true, "Access-Control-Allow-Credentials": true,
+	"Access-Control-Expose-Headers": true, "Access-Control-Allow-Methods": true, "Access-Control-Allow-Headers": true,
+	"Access-Control-Max-Age": true, // the proxy answers CORS (auth_cors.go)
 }
 
 // send forwards one attempt. The Host header becomes the node's (a loopback

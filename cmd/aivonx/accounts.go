@@ -40,7 +40,7 @@ var (
 	requireAPIKeyFlag = &cli.BoolFlag{Name: "require-api-key", EnvVars: []string{"AIVONX_REQUIRE_API_KEY"},
 		Usage: "every inference route needs a valid API key (default: open, a valid key is still rate limited and counted)"}
 	corsOriginFlag = &cli.StringSliceFlag{Name: "cors-origin", EnvVars: []string{"AIVONX_CORS_ORIGINS"},
-		Usage: "an origin whose browsers may call the API, or * for any (repeat, or comma-separated in the env var; default: none)"}
+		Usage: "an origin whose browsers may call the API besides Ollama's defaults (local pages on any port, desktop apps): https://app.example.com, https://*.example.com, chrome-extension://*, or * for any (repeat, or comma-separated in the env var)"}
 	trustedProxyFlag = &cli.StringSliceFlag{Name: "trusted-proxy", EnvVars: []string{"AIVONX_TRUSTED_PROXIES"},
 		Usage: "an address or CIDR of a load balancer in front, whose X-Forwarded-For names the client for login limits and logs (repeat, or comma-separated in the env var; default: none, the header is not believed)"}
 	adminPasswordFlag = &cli.StringFlag{Name: "admin-password", EnvVars: []string{"AIVONX_ADMIN_PASSWORD"},

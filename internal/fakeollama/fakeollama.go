@@ -25,6 +25,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -60,6 +61,11 @@ type Options struct {
 	// localhost, this machine's hostname, a loopback/private/unspecified or
 	// local-interface IP, or ends in .localhost, .local or .internal.
 	CheckHost bool
+	// CheckOrigin emulates Ollama's CORS check with OLLAMA_ORIGINS unset
+	// (ollama-wire.md §3.4.2): a request whose Origin is not a local page
+	// (localhost, 127.0.0.1, 0.0.0.0) or a desktop app gets 403 with an
+	// empty body.
+	CheckOrigin bool
 	// Gate, when non-nil, must deliver one value per generated token: before
 	// producing each token the handler waits to receive from Gate (or for the
 	// client to go away). Final lines are not gated. It lets a test check that
@@ -439,6 +445,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.record(r, body)
 
+	if origin := r.Header.Get("Origin"); s.opts.CheckOrigin && origin != "" && !ollamaOriginAllowed(origin) {
+		w.Header().Set("Content-Length", "0")
+		w.WriteHeader(http.StatusForbidden)
+		return
+	}
 	if s.opts.CheckHost {
 		ok, byName := s.hostAllowed(r.Host)
 		if !ok {
@@ -496,6 +507,26 @@ func readBody(r *http.Request) ([]byte, error) {
 }
 
 // hostAllowed mirrors allowedHostsMiddleware for a loopback listener.
+// ollamaOriginAllowed is Ollama's default origin list: http and https on
+// localhost, 127.0.0.1 and 0.0.0.0 (any port), and the app, file, tauri,
+// vscode-webview and vscode-file schemes.
+func ollamaOriginAllowed(origin string) bool {
+	u, err := url.Parse(origin)
+	if err != nil {
+		return false
+	}
+	switch u.Scheme {
+	case "http", "https":
+		switch u.Hostname() {
+		case "localhost", "127.0.0.1", "0.0.0.0":
+			return true
+		}
+	case "app", "file", "tauri", "vscode-webview", "vscode-file":
+		return true
+	}
+	return false
+}
+
 func (s *Server) hostAllowed(hostport string) (ok, byName bool) {
 	host, _, err := net.SplitHostPort(hostport)
 	if err != nil {
