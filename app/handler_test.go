@@ -354,7 +354,8 @@ func TestErrors(t *testing.T) {
 		{"UnknownModelOpenAI", "/v1/chat/completions", `{"model":"nope"}`, 404, `{"error":{"code":null,"message":"model 'nope' not found","param":null,"type":"api_error"}}`},
 		{"BadJSON", "/api/generate", `{"model":`, 400, `{"error":"invalid JSON: unexpected end of JSON input"}`},
 		{"BadJSONOpenAI", "/v1/embeddings", `{`, 400, `"type":"invalid_request_error"`},
-		{"WrongType", "/api/chat", `{"model":42}`, 400, `{"error":"must be a string"}`},
+		{"WrongType", "/api/chat", `{"model":42}`, 400, `{"error":"model must be a string"}`},
+		{"WrongTypeName", "/api/show", `{"name":["llama3"]}`, 400, `{"error":"name must be a string"}`},
 		{"NotAnObject", "/api/chat", `[1]`, 400, `{"error":"must be a JSON object"}`},
 		{"NoModel", "/api/embed", `{"input":"x"}`, 400, `{"error":"model is required"}`},
 		{"Empty", "/api/chat", ``, 400, `{"error":"missing request body"}`},
@@ -395,6 +396,19 @@ func TestErrors(t *testing.T) {
 			t.Fatalf("HEAD / → %d with no healthy node", resp.StatusCode)
 		}
 	})
+}
+
+// TestModelNameForms: the spellings Ollama's name parser accepts for one
+// model reach the node that has it.
+func TestModelNameForms(t *testing.T) {
+	node := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+	e := newEnv(t, app.Config{}, node)
+	for _, name := range []string{"llama3", "LLAMA3:Latest", "library/llama3", "registry.ollama.ai/library/llama3:latest"} {
+		resp := e.post("/api/chat", `{"model":"`+name+`","stream":false}`)
+		if body := readAll(t, resp); resp.StatusCode != 200 || !strings.Contains(body, `"model":"`+name+`"`) {
+			t.Errorf("%s: %d %s", name, resp.StatusCode, body)
+		}
+	}
 }
 
 func TestHeadersToAndFromNode(t *testing.T) {

@@ -79,7 +79,7 @@ func parseModel(body []byte) (string, error) {
 				case '"':
 					v = jsonString(body[i:valEnd])
 				default:
-					return invalid(k2, "must be a string")
+					return invalid(k2, k2+" must be a string")
 				}
 				if k2 == "model" {
 					model = v

@@ -88,6 +88,12 @@ func TestModelKey(t *testing.T) {
 		"hf.co/user/repo:Q4_K_M": "hf.co/user/repo:q4_k_m",
 		"":                       "",
 		"ns/model:v1":            "ns/model:v1",
+		// Ollama's defaults, filled in by its name parser.
+		"library/llama3":                          "llama3:latest",
+		"Registry.Ollama.AI/library/llama3:8b":    "llama3:8b",
+		"registry.ollama.ai/someone/model":        "someone/model:latest",
+		"library/ns/model":                        "library/ns/model:latest",
+		"other.registry.example/library/llama3:1": "other.registry.example/library/llama3:1",
 	}
 	for in, want := range tests {
 		if got := fleet.ModelKey(in); got != want {

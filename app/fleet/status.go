@@ -53,12 +53,19 @@ func (s Status) Serves(model string) bool {
 }
 
 // ModelKey is the canonical form of a model name used for matching: trimmed,
-// lower-cased, with the implicit ":latest" tag made explicit. A colon inside
-// a registry host ("host:5000/ns/model") is not a tag.
+// lower-cased, with the implicit ":latest" tag made explicit and Ollama's
+// default registry and namespace left out, as /api/tags lists names
+// ("registry.ollama.ai/library/llama3" and "library/llama3" are
+// "llama3:latest"). A colon inside a registry host ("host:5000/ns/model")
+// is not a tag.
 func ModelKey(name string) string {
 	name = strings.ToLower(strings.TrimSpace(name))
 	if name == "" {
 		return ""
+	}
+	name = strings.TrimPrefix(name, "registry.ollama.ai/")
+	if rest, ok := strings.CutPrefix(name, "library/"); ok && rest != "" && !strings.Contains(rest, "/") {
+		name = rest
 	}
 	last := name[strings.LastIndexByte(name, '/')+1:]
 	if !strings.Contains(last, ":") {
