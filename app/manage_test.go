@@ -285,6 +285,41 @@ func TestNodeSaveProbes(t *testing.T) {
 	})
 }
 
+// TestNodeSaveLeavesWorkerStale: the probe a save triggers is not a health
+// pass; with the worker stopped, /api/health and /metrics keep saying so.
+func TestNodeSaveLeavesWorkerStale(t *testing.T) {
+	a := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+	b := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+	e := newManageEnv(t, app.Config{StatusMaxAge: 300 * time.Millisecond}, app.Deps{}, a, b)
+	worker := func() map[string]any {
+		return e.expect("GET", "/api/health", "", 200)["worker"].(map[string]any)
+	}
+	worker()
+	passEnded := time.Now()
+	time.Sleep(400 * time.Millisecond) // no pass since: the worker is "stopped"
+	if w := worker(); w["stale"] != true {
+		t.Fatalf("worker after 400 ms without a pass: %v", w)
+	}
+	e.expect("PATCH", "/api/proxy/nodes/1", `{}`, 200)
+	waitFor(t, "the saved node re-probed", func() bool {
+		st := e.expect("GET", "/api/proxy/nodes/1", "", 200)["status"].(map[string]any)
+		last, _ := time.Parse(time.RFC3339Nano, st["last_check"].(string))
+		return time.Since(last) < 200*time.Millisecond
+	})
+	w := worker()
+	if last, _ := time.Parse(time.RFC3339Nano, w["last_pass"].(string)); w["stale"] != true || !last.Before(passEnded) {
+		t.Fatalf("after one node's re-probe the worker looks alive: %v (the last pass ended before %v)", w, passEnded)
+	}
+	_, metrics := e.do("GET", "/metrics", "")
+	for _, line := range strings.Split(metrics, "\n") {
+		if age, ok := strings.CutPrefix(line, "aivonx_worker_last_pass_age_seconds "); ok {
+			if v, _ := strconv.ParseFloat(age, 64); v < 0.4 {
+				t.Fatalf("pass age %s s after a re-probe, want the pass's own age", age)
+			}
+		}
+	}
+}
+
 // TestWorkerDebugLog: --log-level debug shows every probe and every pass,
 // as TROUBLESHOOTING promises.
 func TestWorkerDebugLog(t *testing.T) {

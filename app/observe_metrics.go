@@ -188,7 +188,6 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 	defer cancel()
 	h := c.h
 	v := h.view.get(ctx, h.now())
-	var last time.Time
 	for _, n := range h.nodeStates(ctx, v) {
 		id := strconv.FormatInt(n.ID, 10)
 		ch <- prometheus.MustNewConstMetric(descHealthy, prometheus.GaugeValue, b2f(n.Healthy), id, n.Name)
@@ -198,11 +197,8 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 		if n.LatencyMS != nil {
 			ch <- prometheus.MustNewConstMetric(descLatency, prometheus.GaugeValue, *n.LatencyMS/1000, id, n.Name)
 		}
-		if n.LastCheck != nil && n.LastCheck.After(last) {
-			last = *n.LastCheck
-		}
 	}
-	if !last.IsZero() {
+	if last := v.lastPass(); !last.IsZero() {
 		ch <- prometheus.MustNewConstMetric(descPassAge, prometheus.GaugeValue, h.now().Sub(last).Seconds())
 	}
 }

@@ -181,12 +181,7 @@ func (h *Handler) handleHealth(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	v := h.view.get(r.Context(), h.now())
-	var last time.Time
-	for _, m := range v.snap.Members() {
-		if m.Status.CheckedAt.After(last) {
-			last = m.Status.CheckedAt
-		}
-	}
+	last := v.lastPass()
 	worker := map[string]any{"last_pass": nil, "age_seconds": nil, "stale": true}
 	if !last.IsZero() {
 		age := h.now().Sub(last)

@@ -25,6 +25,17 @@ type view struct {
 	storeErr, statusErr error
 }
 
+// lastPass is when the health worker's last full pass ended, from the
+// statuses of the fleet's nodes (see [fleet.LastPass]).
+func (v *view) lastPass() time.Time {
+	members := v.snap.Members()
+	statuses := make([]fleet.Status, len(members))
+	for i, m := range members {
+		statuses[i] = m.Status
+	}
+	return fleet.LastPass(statuses)
+}
+
 // viewCache keeps the current view. A request never waits for a refresh
 // while the view is younger than two refresh periods: it takes the current
 // one and, when that is older than one period, starts a single background

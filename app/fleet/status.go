@@ -33,6 +33,21 @@ type Status struct {
 	Fails  int `json:"fails"`
 }
 
+// LastPass is when the last full health pass ended, as far as statuses
+// tell: the check time of the node checked least recently. A re-probe of
+// one node (after an admin saved it, or a pull) freshens that node, not
+// the pass, so a stopped worker still shows as stopped. Nodes never checked
+// are left out; with none checked it is the zero time.
+func LastPass(statuses []Status) time.Time {
+	var oldest time.Time
+	for _, s := range statuses {
+		if !s.CheckedAt.IsZero() && (oldest.IsZero() || s.CheckedAt.Before(oldest)) {
+			oldest = s.CheckedAt
+		}
+	}
+	return oldest
+}
+
 // Fresh reports whether the status was checked within maxAge of now.
 // A stale status is never trusted on its own: a dead worker must not keep
 // a dead node looking healthy.

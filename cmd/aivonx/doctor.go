@@ -159,7 +159,7 @@ func runDoctor(c *cli.Context) error {
 					d.fail("nodes", err.Error(), "see the database check above")
 				}
 				if statuses, err := store.Statuses(ctx); err == nil {
-					lastPass, lastPassKnown = newest(statuses), true
+					lastPass, lastPassKnown = fleet.LastPass(statuses), true
 				}
 			}
 			pool.Close()
@@ -354,16 +354,6 @@ func (d *doctor) lastPassFromServe(ctx context.Context, client *http.Client, bas
 		return time.Time{}, true
 	}
 	return *body.Worker.LastPass, true
-}
-
-func newest(statuses []fleet.Status) time.Time {
-	var t time.Time
-	for _, s := range statuses {
-		if s.CheckedAt.After(t) {
-			t = s.CheckedAt
-		}
-	}
-	return t
 }
 
 // serveURL is where doctor finds a running serve: --url, else serve's own

@@ -127,8 +127,8 @@ func parseMark(v string) (time.Time, string, bool) {
 }
 
 // WriteStatuses replaces the last pass with statuses (stored ordered by
-// node ID), as one value that expires after the TTL, and records when it was
-// written (see [StatusCache.LastPass]). Errors wrap fleet.ErrUnavailable
+// node ID), as one value that expires after the TTL, and records the pass's
+// time (see [StatusCache.LastPass]). Errors wrap fleet.ErrUnavailable
 // when Redis cannot be reached.
 func (c *StatusCache) WriteStatuses(ctx context.Context, statuses []fleet.Status) error {
 	now := time.Now()
@@ -141,9 +141,16 @@ func (c *StatusCache) WriteStatuses(ctx context.Context, statuses []fleet.Status
 	if err != nil {
 		return fmt.Errorf("write statuses: %w", err)
 	}
+	// The pass's time is that of its oldest check: a write after one
+	// node's re-probe carries the others' older checks and must not make
+	// a stopped worker look alive.
+	passTime := fleet.LastPass(sorted)
+	if passTime.IsZero() {
+		passTime = now // a pass over no node
+	}
 	_, err = c.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 		p.Set(ctx, c.passKey(), raw, c.ttl)
-		p.Set(ctx, c.passTimeKey(), now.UnixMilli(), lastPassTTL)
+		p.Set(ctx, c.passTimeKey(), passTime.UnixMilli(), lastPassTTL)
 		return nil
 	})
 	return translate("write statuses", err)
@@ -167,7 +174,8 @@ func (c *StatusCache) MarkUnreachable(ctx context.Context, nodeID int64, reason 
 	return translate("mark unreachable", err)
 }
 
-// LastPass returns when the worker last wrote a pass, or the zero time if
+// LastPass returns when the worker's last full pass checked its nodes (the
+// oldest check it wrote), or the zero time if
 // none was written in the last 24 hours. Errors wrap fleet.ErrUnavailable
 // when Redis cannot be reached.
 func (c *StatusCache) LastPass(ctx context.Context) (time.Time, error) {

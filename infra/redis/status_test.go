@@ -80,6 +80,19 @@ func TestStatusCache(t *testing.T) {
 		}
 	})
 
+	t.Run("OneNodeReprobedIsNotAPass", func(t *testing.T) {
+		// What a write after re-probing node 2 alone carries: node 1's
+		// check of the last pass. The pass is as old as that.
+		partial := []fleet.Status{{NodeID: 1, Healthy: true, CheckedAt: now.Add(-time.Minute)}, {NodeID: 2, Healthy: true, CheckedAt: now}}
+		if err := sc.WriteStatuses(ctx, partial); err != nil {
+			t.Fatal(err)
+		}
+		defer sc.WriteStatuses(ctx, pass) // what the subtests below expect
+		if at, err := sc.LastPass(ctx); err != nil || !at.Equal(now.Add(-time.Minute).Truncate(time.Millisecond)) {
+			t.Errorf("LastPass = %v, %v; want node 1's check, %v", at, err, now.Add(-time.Minute))
+		}
+	})
+
 	t.Run("MarkUnreachable", func(t *testing.T) {
 		if err := sc.MarkUnreachable(ctx, 1, "connection refused"); err != nil {
 			t.Fatal(err)
