@@ -35,7 +35,8 @@ type Config struct {
 }
 
 // Worker runs probe passes. Safe for concurrent use; concurrent passes are
-// serialised by the Lock when one is given.
+// serialised by the Lock when one is given, and run without it while the
+// Lock cannot be reached.
 type Worker struct {
 	cfg    Config
 	nodes  NodeLister
@@ -45,6 +46,9 @@ type Worker struct {
 	log    *slog.Logger
 	now    func() time.Time
 	mu     sync.Mutex // one pass at a time in this process
+	// lockDown remembers that the last pass could not reach the lock, so
+	// that an outage is logged once. Guarded by mu.
+	lockDown bool
 }
 
 // New builds a worker. lock may be nil (a single worker); client nil means a
@@ -92,18 +96,30 @@ func (w *Worker) pass(ctx context.Context, only *int64) error {
 	defer w.mu.Unlock()
 	if w.lock != nil && only == nil {
 		unlock, ok, err := w.lock.TryLock(ctx)
-		if err != nil {
-			return fmt.Errorf("take worker lock: %w", err)
-		}
-		if !ok {
+		switch {
+		case err != nil:
+			// The lock lives in Redis, and a Redis outage must not stop
+			// health checks: the pass still reaches Postgres, which every
+			// handler falls back to. Workers may overlap until it is back;
+			// a pass is idempotent.
+			if !w.lockDown {
+				w.log.Warn("worker lock unavailable; passing without it until it is back", "err", err.Error())
+				w.lockDown = true
+			}
+		case !ok:
 			w.log.Debug("another worker holds the lock; skipping this pass")
 			return nil
+		default:
+			if w.lockDown {
+				w.log.Info("worker lock available again")
+				w.lockDown = false
+			}
+			defer unlock()
 		}
-		defer unlock()
 	}
 	nodes, err := w.nodes.Nodes(ctx)
 	if err != nil {
-		return fmt.Errorf("list nodes: %w", err)
+		return err // the store's error names the operation
 	}
 	prev := map[int64]fleet.Status{}
 	if statuses, err := w.store.Statuses(ctx); err != nil {

@@ -31,7 +31,7 @@ func main() {
 // newCLI builds the command tree. Every flag has an environment variable,
 // listed in its --help.
 func newCLI() *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:                 "aivonx",
 		Usage:                "a load-balancing proxy for fleets of Ollama servers",
 		Version:              version,
@@ -48,4 +48,20 @@ func newCLI() *cli.App {
 			keysCommand(),
 		},
 	}
+	for _, cmd := range app.Commands {
+		cmd.Before = noNegativeDurations
+	}
+	return app
+}
+
+// noNegativeDurations refuses a negative duration flag by its name: the
+// layers below would reject it by their own field names, which a user
+// never typed.
+func noNegativeDurations(c *cli.Context) error {
+	for _, f := range c.Command.Flags {
+		if df, ok := f.(*cli.DurationFlag); ok && c.Duration(df.Name) < 0 {
+			return fmt.Errorf("--%s must not be negative (got %s)", df.Name, c.Duration(df.Name))
+		}
+	}
+	return nil
 }

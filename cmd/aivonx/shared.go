@@ -37,7 +37,7 @@ func openShared(c *cli.Context, log *slog.Logger, dbURL, redisURL string) (*back
 	rc, err := redis.NewClient(redisURL)
 	if err != nil {
 		b.Close()
-		return nil, fmt.Errorf("redis: %w", err)
+		return nil, fmt.Errorf("--redis-url: %w", err) // go-redis says "redis: …" itself
 	}
 	b.closers = append(b.closers, func() { rc.Close() })
 	pingCtx, cancel := context.WithTimeout(ctx, 2*time.Second)

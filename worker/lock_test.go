@@ -1,0 +1,81 @@
+package worker_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aivonx/aivonx/app/fleet"
+	"github.com/aivonx/aivonx/infra/memory"
+	"github.com/aivonx/aivonx/internal/fakeollama"
+	"github.com/aivonx/aivonx/worker"
+)
+
+type nodeList []fleet.Node
+
+func (l nodeList) Nodes(context.Context) ([]fleet.Node, error) { return l, nil }
+
+// lock answers as a Redis lock would: taken, held by another worker, or
+// unreachable.
+type lock struct {
+	ok  bool
+	err error
+}
+
+func (l lock) TryLock(context.Context) (func(), bool, error) { return func() {}, l.ok, l.err }
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// TestPassWithoutItsLock: the lock lives in Redis, and health checks must
+// go on through a Redis outage (the pass still reaches Postgres); another
+// worker's lock still means this one skips.
+func TestPassWithoutItsLock(t *testing.T) {
+	node := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+	nodes := nodeList{{ID: 1, Name: "a", BaseURL: node.URL(), Enabled: true}}
+	run := func(l lock, passes int) ([]fleet.Status, string) {
+		t.Helper()
+		logs := &syncBuffer{}
+		board := memory.NewStatusBoard()
+		w, err := worker.New(worker.Config{Rise: 1, Fall: 1, ProbeTimeout: time.Second}, nodes, board, l, nil, slog.New(slog.NewJSONHandler(logs, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range passes {
+			if err := w.RunOnce(context.Background()); err != nil {
+				t.Fatalf("pass: %v", err)
+			}
+		}
+		statuses, _ := board.Statuses(context.Background())
+		return statuses, logs.String()
+	}
+
+	statuses, logs := run(lock{err: errors.New("take worker lock: unavailable: connection refused")}, 3)
+	if len(statuses) != 1 || !statuses[0].Healthy {
+		t.Fatalf("statuses with the lock unreachable: %+v", statuses)
+	}
+	if n := strings.Count(logs, "worker lock unavailable"); n != 1 {
+		t.Fatalf("%d warnings over three passes, want one per outage:\n%s", n, logs)
+	}
+
+	if statuses, _ := run(lock{ok: false}, 1); len(statuses) != 0 {
+		t.Fatalf("a pass ran while another worker held the lock: %+v", statuses)
+	}
+	if statuses, _ := run(lock{ok: true}, 1); len(statuses) != 1 {
+		t.Fatalf("no pass with the lock taken: %+v", statuses)
+	}
+}
