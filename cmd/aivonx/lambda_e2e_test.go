@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+	"github.com/jackc/pgx/v5"
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/aivonx/aivonx/infra/redis"
@@ -273,12 +274,28 @@ func TestLambdaE2E(t *testing.T) {
 	})
 
 	// SIGTERM (which Lambda sends before it stops a container) ends the
-	// runtime loop cleanly: pools close and the process exits 0.
+	// runtime loop cleanly: pools close and the process exits 0. What the
+	// container still held is written first: the last invocation's
+	// request log record (batched for about a second, and a frozen
+	// container's timer never fires).
 	t.Run("SIGTERM", func(t *testing.T) {
+		res := proxy.rt.invoke(t, functionURLEvent(http.MethodGet, "/api/version", "")).wait(t)
+		if res.errorBody != nil {
+			t.Fatalf("invocation failed: %s", res.errorBody)
+		}
 		for _, f := range []*lambdaFunction{proxy, worker} {
 			if err := f.stop(5 * time.Second); err != nil {
 				t.Errorf("%s: %v\n%s", f.role, err, f.out)
 			}
+		}
+		db, err := pgx.Connect(context.Background(), dbURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close(context.Background())
+		var n int
+		if err := db.QueryRow(context.Background(), `SELECT count(*) FROM request_log WHERE path = '/api/version'`).Scan(&n); err != nil || n != 1 {
+			t.Fatalf("%d request log records of the last invocation (%v), want 1", n, err)
 		}
 	})
 }

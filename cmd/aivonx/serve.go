@@ -116,8 +116,12 @@ func runServe(c *cli.Context) error {
 	}
 	if inLambda() {
 		// No background work between invocations: the status comes from the
-		// scheduled worker function through Redis and Postgres.
-		return startLambda(ctx, h, c.String("lambda-front"))
+		// scheduled worker function through Redis and Postgres. The batches
+		// kept since the last flush are written when Lambda's SIGTERM ends
+		// ctx, as at the end of a server's life.
+		err := startLambda(ctx, h, c.String("lambda-front"))
+		flushAtExit(b, h, log)
+		return err
 	}
 
 	// The embedded mode checks its own nodes; the shared mode leaves that to
@@ -134,16 +138,23 @@ func runServe(c *cli.Context) error {
 		go servePprof(addr, log)
 	}
 	err = listen(ctx, c, h, app.ServerHeaderBytes(cfg), log)
-	if f, ok := b.inflight.(interface{ Flush() }); ok {
-		f.Flush() // other replicas stop counting this one's leases now, not after their TTL
-	}
-	if ferr := h.FlushUsage(context.Background()); ferr != nil {
-		log.Warn("api key usage not written at shutdown", "err", ferr.Error())
-	}
-	if ferr := h.FlushRequests(context.Background()); ferr != nil {
-		log.Warn("request log not written at shutdown", "err", ferr.Error())
-	}
+	flushAtExit(b, h, log)
 	return err
+}
+
+// flushAtExit writes what the process still holds in memory: the release
+// of its leases (other replicas stop counting them now, not after their
+// TTL), API key usage and the request log.
+func flushAtExit(b *backend, h *app.Handler, log *slog.Logger) {
+	if f, ok := b.inflight.(interface{ Flush() }); ok {
+		f.Flush()
+	}
+	if err := h.FlushUsage(context.Background()); err != nil {
+		log.Warn("api key usage not written at shutdown", "err", err.Error())
+	}
+	if err := h.FlushRequests(context.Background()); err != nil {
+		log.Warn("request log not written at shutdown", "err", err.Error())
+	}
 }
 
 // servePprof exposes the runtime profiles on a separate listener, never on

@@ -26,3 +26,13 @@ func TestServeRefusesNodeWithoutEchoingItsPassword(t *testing.T) {
 		t.Fatalf("error %q: want the refusal without the password", msg)
 	}
 }
+
+func TestNegativeDurationNamesTheFlag(t *testing.T) {
+	cliApp := newCLI()
+	cliApp.Writer, cliApp.ErrWriter = io.Discard, io.Discard
+	cliApp.ExitErrHandler = func(*cli.Context, error) {}
+	err := cliApp.Run([]string{"aivonx", "serve", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--health-interval", "-5s"})
+	if err == nil || !strings.Contains(err.Error(), "--health-interval must not be negative") {
+		t.Fatalf("err = %v, want the flag named", err)
+	}
+}
