@@ -103,14 +103,17 @@ func parsePrefixes(vs []string) ([]netip.Prefix, error) {
 // embedded mode uses the secret kept in its data directory, creating it on
 // first start; the shared mode refuses to start, since its replicas must
 // share one secret.
+// minSecretLen is the shortest AIVONX_SECRET_KEY serve accepts.
+const minSecretLen = 32
+
 func signingSecret(c *cli.Context, mode string) ([]byte, error) {
 	s, err := secret(c, secretKeyFlag)
 	if err != nil {
 		return nil, err
 	}
 	if s != "" {
-		if len(s) < 32 {
-			return nil, errors.New("AIVONX_SECRET_KEY must be at least 32 characters (for example: openssl rand -base64 48)")
+		if len(s) < minSecretLen {
+			return nil, fmt.Errorf("AIVONX_SECRET_KEY must be at least %d characters (for example: openssl rand -base64 48)", minSecretLen)
 		}
 		return []byte(s), nil
 	}

@@ -11,11 +11,11 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
 
-	goredis "github.com/redis/go-redis/v9"
 	"github.com/urfave/cli/v2"
 
 	"github.com/aivonx/aivonx/app/fleet"
@@ -72,7 +72,6 @@ func (d *doctor) ctx(parent context.Context) (context.Context, context.CancelFun
 
 func runDoctor(c *cli.Context) error {
 	d := &doctor{w: c.App.Writer, timeout: c.Duration("timeout")}
-	goredis.SetLogger(redis.DriverLogger{}) // its dial errors are reported below, once
 	if d.w == nil {
 		d.w = os.Stdout
 	}
@@ -183,8 +182,9 @@ func runDoctor(c *cli.Context) error {
 	// Secret.
 	switch {
 	case key != "":
-		if len(key) < 32 {
-			d.warn("secret", "AIVONX_SECRET_KEY is set but short", "use at least 32 random bytes: openssl rand -hex 32")
+		if len(key) < minSecretLen {
+			d.fail("secret", fmt.Sprintf("AIVONX_SECRET_KEY is shorter than %d characters: serve refuses it", minSecretLen),
+				"use 32 or more random characters: openssl rand -base64 48")
 		} else {
 			d.ok("secret", "AIVONX_SECRET_KEY is set")
 		}
@@ -372,25 +372,35 @@ func serveURL(c *cli.Context) string {
 	return "http://" + net.JoinHostPort(host, port)
 }
 
-// maskURL replaces a URL's password with ***.
+// maskURL hides the passwords in a URL (its user info and any *password*
+// query parameter) or in a key=value connection string, which pgx accepts
+// as well ("host=db user=app password=…").
 func maskURL(raw string) string {
 	if raw == "" {
 		return "(unset)"
+	}
+	if !strings.Contains(raw, "://") {
+		return dsnPassword.ReplaceAllString(raw, "${1}***")
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "(unparsable, hidden)"
 	}
+	const mask = "AIVONX-MASKED" // a placeholder url.URL escapes as it is
 	if _, has := u.User.Password(); has {
-		u.User = url.UserPassword(u.User.Username(), "xxx")
-		return strings.Replace(u.String(), ":xxx@", ":***@", 1)
+		u.User = url.UserPassword(u.User.Username(), mask)
 	}
-	q := u.Query()
-	for k := range q {
-		if strings.Contains(strings.ToLower(k), "password") {
-			q.Set(k, "xxx")
+	if q := u.Query(); len(q) > 0 {
+		for k := range q {
+			if strings.Contains(strings.ToLower(k), "password") {
+				q.Set(k, mask)
+			}
 		}
+		u.RawQuery = q.Encode()
 	}
-	u.RawQuery = strings.ReplaceAll(q.Encode(), "xxx", "***")
-	return u.String()
+	return strings.ReplaceAll(u.String(), mask, "***")
 }
+
+// dsnPassword is a password=value pair of a key=value connection string,
+// the value bare or single-quoted.
+var dsnPassword = regexp.MustCompile(`(?i)(\w*password\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)`)

@@ -77,6 +77,14 @@ func TestDoctor(t *testing.T) {
 		}
 	})
 
+	t.Run("ShortSecretFails", func(t *testing.T) {
+		// serve refuses it, so doctor must not pass it.
+		out, err := runDoctorCLI(t, "--data-dir", dir, "--url", serve.URL, "--secret-key", "short")
+		if err == nil || !strings.Contains(out, "✗ secret") || strings.Contains(out, "short ") {
+			t.Fatalf("err = %v\n%s", err, out)
+		}
+	})
+
 	t.Run("NodeDownAndStalePass", func(t *testing.T) {
 		node.Stop()
 		defer node.Restart()
@@ -107,4 +115,19 @@ func TestDoctor(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestMaskURL(t *testing.T) {
+	for raw, want := range map[string]string{
+		"postgres://app:hunter2@db:5432/aivonx?sslmode=disable&password=x": "postgres://app:***@db:5432/aivonx?password=***&sslmode=disable",
+		"redis://:s3cret@cache:6379/0":                                     "redis://:***@cache:6379/0",
+		"postgres://db/aivonx":                                             "postgres://db/aivonx",
+		"host=db user=app password=SuperSecret123 dbname=aivonx":           "host=db user=app password=*** dbname=aivonx",
+		"host=db password = 'with \\' quote and space' sslpassword=k":      "host=db password = *** sslpassword=***",
+		"": "(unset)",
+	} {
+		if got := maskURL(raw); got != want {
+			t.Errorf("maskURL(%q) = %q, want %q", raw, got, want)
+		}
+	}
 }

@@ -12,7 +12,10 @@ import (
 	"os/signal"
 	"syscall"
 
+	goredis "github.com/redis/go-redis/v9"
 	"github.com/urfave/cli/v2"
+
+	"github.com/aivonx/aivonx/infra/redis"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -51,6 +54,9 @@ func newCLI() *cli.App {
 	for _, cmd := range app.Commands {
 		cmd.Before = noNegativeDurations
 	}
+	// go-redis prints every failed dial to stderr; the commands report
+	// their own errors, once (serve installs its logger instead).
+	goredis.SetLogger(redis.DriverLogger{})
 	return app
 }
 
