@@ -155,10 +155,13 @@ type Handler struct {
 	router    http.Handler // mux behind the CORS answer
 	view      viewCache
 	marks     sync.Map // node ID → time.Time of a passive "unreachable" mark
-	bufs      sync.Pool
-	now       func() time.Time
-	patterns  []string // every route, see Patterns
-	ext       extensions
+	// rechecking holds the IDs of nodes being re-probed after a passive
+	// check (recheck), so that a burst of failures probes a node once.
+	rechecking sync.Map
+	bufs       sync.Pool
+	now        func() time.Time
+	patterns   []string // every route, see Patterns
+	ext        extensions
 }
 
 // New builds the handler. It does no I/O; the first request reads the fleet.
@@ -213,25 +216,44 @@ func NewTransport(dialTimeout, firstByteTimeout time.Duration) http.RoundTripper
 // routing returns the inputs of candidate selection for a request now.
 func (h *Handler) routing() fleet.Routing {
 	now := h.now()
-	return fleet.Routing{Now: now, MaxAge: h.cfg.StatusMaxAge, Excluded: func(id int64, checkedAt time.Time) bool {
+	return fleet.Routing{Now: now, MaxAge: h.cfg.StatusMaxAge, Excluded: func(id int64, st fleet.Status) bool {
 		v, ok := h.marks.Load(id)
 		if !ok {
 			return false
 		}
 		at := v.(time.Time)
-		return at.After(checkedAt) && now.Sub(at) < h.cfg.MarkFor
+		return now.Sub(at) < h.cfg.MarkFor && fleet.MarkHolds(at, st)
 	}}
 }
 
 // markUnreachable is the passive health check: after a failed connection the
 // node is avoided at once by this process and, through the status source,
-// by every replica, until a newer health check passes.
+// by every replica, until a newer health check passes. That check is made
+// now (recheck), so that a node which only dropped a connection rejoins
+// within a probe, not a pass, and a dead one has its failure counted.
 func (h *Handler) markUnreachable(ctx context.Context, n fleet.Node, cause error) {
 	h.marks.Store(n.ID, h.now())
 	h.log.Warn("node unreachable", "node", n.Name, "node_id", n.ID, "url", n.BaseURL, "err", cause.Error())
+	defer h.recheck(n.ID)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 500*time.Millisecond)
 	defer cancel()
 	if err := h.statuses.MarkUnreachable(ctx, n.ID, shortReason(cause)); err != nil {
 		h.log.Debug("share unreachable mark", "node_id", n.ID, "err", err.Error())
 	}
+}
+
+// recheck re-probes a node in the background, once at a time per node:
+// after a passive check, or after the node answered that it lacks a model
+// its list still names. Best effort, like refreshSoon.
+func (h *Handler) recheck(id int64) {
+	if h.deps.Refresher == nil {
+		return
+	}
+	if _, busy := h.rechecking.LoadOrStore(id, struct{}{}); busy {
+		return
+	}
+	go func() {
+		defer h.rechecking.Delete(id)
+		h.refreshNode(context.Background(), id)
+	}()
 }

@@ -320,6 +320,49 @@ func TestNodeSaveLeavesWorkerStale(t *testing.T) {
 	}
 }
 
+// TestModelGoneFromOneNode: a model removed on one node (ollama rm there)
+// while its list, up to a minute old, still names it: no request fails
+// while another node has it, and a re-probe corrects the list at once.
+func TestModelGoneFromOneNode(t *testing.T) {
+	a := fakeollama.Start(t, fakeollama.Options{Models: []string{"nomic-embed-text:latest"}})
+	b := fakeollama.Start(t, fakeollama.Options{Models: []string{"nomic-embed-text:latest"}})
+	e := newManageEnv(t, app.Config{}, app.Deps{}, a, b)
+	req, _ := http.NewRequest("DELETE", a.URL()+"/api/delete", strings.NewReader(`{"model":"nomic-embed-text"}`))
+	resp, err := testClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if readAll(t, resp); resp.StatusCode != 200 {
+		t.Fatalf("delete on the node: %d", resp.StatusCode)
+	}
+	for i := range 10 {
+		if status, body := e.do("POST", "/api/embed", `{"model":"nomic-embed-text","input":"x"}`); status != 200 {
+			t.Fatalf("request %d: %d %s", i, status, body)
+		}
+	}
+	waitFor(t, "node A's list corrected", func() bool {
+		n := e.expect("GET", "/api/proxy/nodes/1", "", 200)
+		return len(n["status"].(map[string]any)["models"].([]any)) == 0
+	})
+}
+
+// TestDroppedStreamRechecksNode: a node that cut one stream but is alive
+// is re-probed at once and serves again, rather than staying out until the
+// next pass ("no healthy nodes" in between).
+func TestDroppedStreamRechecksNode(t *testing.T) {
+	a := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+	e := newManageEnv(t, app.Config{}, app.Deps{}, a)
+	a.SetDropAfter(2)
+	if status, body := e.do("POST", "/api/chat", `{"model":"llama3","messages":[{"role":"user","content":"hi"}]}`); status != 200 || !strings.Contains(body, "failed mid-stream") {
+		t.Fatalf("the cut stream: %d %s", status, body)
+	}
+	a.ClearFaults()
+	waitFor(t, "the node serving again without a pass", func() bool {
+		status, _ := e.do("POST", "/api/chat", `{"model":"llama3","messages":[{"role":"user","content":"hi"}],"stream":false}`)
+		return status == 200
+	})
+}
+
 // TestWorkerDebugLog: --log-level debug shows every probe and every pass,
 // as TROUBLESHOOTING promises.
 func TestWorkerDebugLog(t *testing.T) {

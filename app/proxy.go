@@ -248,8 +248,9 @@ func (h *Handler) candidates(w http.ResponseWriter, r *http.Request, rt route) (
 
 // forward sends the request to the least loaded candidate and returns the
 // node, its response and the release of its in-flight lease, to be called
-// once the response is relayed. A candidate that cannot be reached, or is
-// busy, is dropped and the next one is tried. When no node answers it
+// once the response is relayed. A candidate that cannot be reached, is
+// busy, or answers that it lacks the model, is dropped and the next one is
+// tried. When no node answers it
 // writes the error itself and returns a nil response.
 func (h *Handler) forward(w http.ResponseWriter, r *http.Request, rt route, v *view, body []byte, cands []fleet.Candidate) (*fleet.Node, *http.Response, func()) {
 	ctx := r.Context()
@@ -267,11 +268,21 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, rt route, v *v
 		}
 		node := &cands[i].Node
 		resp, err := h.send(ctx, r, rt, v.urls[node.ID], body)
-		if err == nil && resp.StatusCode == http.StatusServiceUnavailable && len(cands) > 1 {
-			// Busy (Ollama's queue is full): skip this node for this
-			// request only; it is not unhealthy.
-			drain(resp.Body)
-			err = errBusy
+		if err == nil && len(cands) > 1 {
+			switch resp.StatusCode {
+			case http.StatusServiceUnavailable:
+				// Busy (Ollama's queue is full): skip this node for this
+				// request only; it is not unhealthy.
+				drain(resp.Body)
+				err = errBusy
+			case http.StatusNotFound:
+				// The model is gone from this node since its list was
+				// read (ollama rm there): another candidate may have it,
+				// and a re-probe corrects the list for the next request.
+				drain(resp.Body)
+				err = errModelGone
+				h.recheck(node.ID)
+			}
 		}
 		if err != nil {
 			release()
@@ -282,7 +293,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, rt route, v *v
 				h.answerTimeout(w, rt, a, node)
 				return nil, nil, nil
 			}
-			if !errors.Is(err, errBusy) {
+			if !errors.Is(err, errBusy) && !errors.Is(err, errModelGone) {
 				h.markUnreachable(ctx, *node, err)
 			}
 			lastErr = err
@@ -315,6 +326,7 @@ func (h *Handler) answerNoNode(w http.ResponseWriter, rt route, a *access, lastE
 
 var (
 	errBusy             = errors.New("node busy")
+	errModelGone        = errors.New("node no longer has the model")
 	errFirstByteTimeout = errors.New("node sent no response headers in time")
 )
 

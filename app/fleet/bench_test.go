@@ -30,7 +30,7 @@ func BenchmarkSelect(b *testing.B) {
 				statuses[i] = st
 			}
 			snap := fleet.NewSnapshot(nodes, statuses)
-			routing := fleet.Routing{Now: now, MaxAge: 30 * time.Second, Excluded: func(int64, time.Time) bool { return false }}
+			routing := fleet.Routing{Now: now, MaxAge: 30 * time.Second, Excluded: func(int64, fleet.Status) bool { return false }}
 			load := make(map[int64]int)
 			b.ReportAllocs()
 			b.ResetTimer()

@@ -247,7 +247,7 @@ func TestCandidates(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := routing
-			r.Excluded = func(id int64, _ time.Time) bool { return tt.excluded[id] }
+			r.Excluded = func(id int64, _ fleet.Status) bool { return tt.excluded[id] }
 			got, err := fleet.NewSnapshot(tt.nodes, tt.statuses).Candidates(tt.model, r)
 			if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
 				t.Fatalf("err = %v, want %v", err, tt.wantErr)
@@ -341,4 +341,23 @@ func ExamplePickLeast() {
 	i := fleet.PickLeast(len(inFlight), func(i int) int { return inFlight[i] }, func(int) int { return 0 })
 	fmt.Println(i)
 	// Output: 1
+}
+
+func TestMarkHolds(t *testing.T) {
+	marked := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		name string
+		st   fleet.Status
+		want bool
+	}{
+		{"CheckedBefore", fleet.Status{Healthy: true, CheckedAt: marked.Add(-time.Second), Passes: 3}, true},
+		{"PassedSince", fleet.Status{Healthy: true, CheckedAt: marked.Add(time.Second), Passes: 4}, false},
+		// Still healthy under the fall threshold, but the check failed: the
+		// node stays out.
+		{"FailedSince", fleet.Status{Healthy: true, CheckedAt: marked.Add(time.Second), Fails: 1}, true},
+	} {
+		if got := fleet.MarkHolds(marked, tt.st); got != tt.want {
+			t.Errorf("%s: MarkHolds = %v, want %v", tt.name, got, tt.want)
+		}
+	}
 }

@@ -82,14 +82,14 @@ type Routing struct {
 	Now time.Time
 	// MaxAge is how old a status may be and still count as fresh.
 	MaxAge time.Duration
-	// Excluded reports whether a passive check marked the node unreachable
-	// after the given status was taken. Nil excludes nothing.
-	Excluded func(nodeID int64, checkedAt time.Time) bool
+	// Excluded reports whether a passive check's mark keeps the node out
+	// despite its status: see [MarkHolds]. Nil excludes nothing.
+	Excluded func(nodeID int64, st Status) bool
 }
 
 func (r Routing) usable(m Member) bool {
 	return m.Node.Enabled && m.Known && m.Status.Healthy &&
-		(r.Excluded == nil || !r.Excluded(m.Node.ID, m.Status.CheckedAt))
+		(r.Excluded == nil || !r.Excluded(m.Node.ID, m.Status))
 }
 
 // Routable returns the members that may take requests: enabled, healthy by a

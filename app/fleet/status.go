@@ -48,6 +48,14 @@ func LastPass(statuses []Status) time.Time {
 	return oldest
 }
 
+// MarkHolds reports whether a passive "unreachable" mark taken at markedAt
+// still keeps the node out, given its status: until a check newer than the
+// mark passes. A check that failed does not lift it, even while the fall
+// threshold still calls the node healthy.
+func MarkHolds(markedAt time.Time, st Status) bool {
+	return markedAt.After(st.CheckedAt) || st.Fails > 0
+}
+
 // Fresh reports whether the status was checked within maxAge of now.
 // A stale status is never trusted on its own: a dead worker must not keep
 // a dead node looking healthy.

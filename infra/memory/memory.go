@@ -33,14 +33,14 @@ func NewStatusBoard() *StatusBoard {
 	return &StatusBoard{statuses: map[int64]fleet.Status{}, marks: map[int64]mark{}, now: time.Now}
 }
 
-// Statuses returns every status, a node marked unreachable after its last
-// check reported unhealthy.
+// Statuses returns every status, a node whose unreachable mark still holds
+// ([fleet.MarkHolds]) reported unhealthy.
 func (b *StatusBoard) Statuses(context.Context) ([]fleet.Status, error) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	out := make([]fleet.Status, 0, len(b.statuses))
 	for id, s := range b.statuses {
-		if m, ok := b.marks[id]; ok && m.at.After(s.CheckedAt) {
+		if m, ok := b.marks[id]; ok && fleet.MarkHolds(m.at, s) {
 			s.Healthy = false
 			s.Reason = "unreachable: " + m.reason
 		}
@@ -50,15 +50,15 @@ func (b *StatusBoard) Statuses(context.Context) ([]fleet.Status, error) {
 	return out, nil
 }
 
-// WriteStatuses replaces the board with one pass. Marks older than the
-// new statuses are dropped: a check that passed since supersedes them.
+// WriteStatuses replaces the board with one pass. Marks that a check
+// passed since supersedes are dropped.
 func (b *StatusBoard) WriteStatuses(_ context.Context, statuses []fleet.Status) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.statuses = make(map[int64]fleet.Status, len(statuses))
 	for _, s := range statuses {
 		b.statuses[s.NodeID] = s
-		if m, ok := b.marks[s.NodeID]; ok && !m.at.After(s.CheckedAt) {
+		if m, ok := b.marks[s.NodeID]; ok && !fleet.MarkHolds(m.at, s) {
 			delete(b.marks, s.NodeID)
 		}
 	}

@@ -63,8 +63,8 @@ type pass struct {
 }
 
 // Statuses returns the last pass with the marks applied, in one round trip:
-// a node marked unreachable after its status was checked is reported with
-// Healthy false and Reason "unreachable: <reason>". Marks older than the
+// a node whose mark still holds ([fleet.MarkHolds]: no check passed since)
+// is reported with Healthy false and Reason "unreachable: <reason>". Marks older than the
 // TTL are ignored. No pass (none written yet, or it expired) is not an
 // error: the result is empty. Errors wrap fleet.ErrUnavailable when Redis
 // cannot be reached.
@@ -109,7 +109,7 @@ func (c *StatusCache) applyMarks(statuses []fleet.Status, marks map[string]strin
 			c.log.Debug("ignoring a malformed unreachable mark", "node_id", st.NodeID, "value", v)
 			continue
 		}
-		if now.Sub(at) > c.ttl || !at.After(st.CheckedAt) {
+		if now.Sub(at) > c.ttl || !fleet.MarkHolds(at, *st) {
 			continue
 		}
 		st.Healthy = false

@@ -110,6 +110,20 @@ func TestStatusCache(t *testing.T) {
 		assertTTLs(t, c, prefix)
 	})
 
+	t.Run("NewerFailedCheckKeepsMark", func(t *testing.T) {
+		// Still healthy under a fall threshold of 2, but the check failed:
+		// the node stays out until one passes.
+		failed := pass[1]
+		failed.CheckedAt, failed.Passes, failed.Fails = time.Now().Add(time.Millisecond), 0, 1
+		if err := sc.WriteStatuses(ctx, []fleet.Status{failed}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := sc.Statuses(ctx)
+		if err != nil || len(got) != 1 || got[0].Healthy {
+			t.Fatalf("Statuses = %+v, %v; want node 1 still marked unreachable", got, err)
+		}
+	})
+
 	t.Run("NewerCheckClearsMark", func(t *testing.T) {
 		later := pass[1]
 		later.CheckedAt = time.Now().Add(time.Millisecond)
