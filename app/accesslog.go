@@ -38,6 +38,9 @@ type access struct {
 	client string
 	// tail is the relay's record of the response's last bytes.
 	tail tail
+	// wholeAnswer is set when the node answers only once it is done (not
+	// a stream): no first-byte timeout applies.
+	wholeAnswer bool
 }
 
 type accessKey struct{}

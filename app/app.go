@@ -44,8 +44,10 @@ type Config struct {
 	// must accept more (ServerHeaderBytes), or it answers first, in plain
 	// text.
 	MaxHeaderBytes int
-	// FirstByteTimeout bounds the wait for a node's response headers. It is
-	// long because a node may have to load a model first. Zero means 5m.
+	// FirstByteTimeout bounds the wait for a streamed answer's first token
+	// (its response head). It is long because a node may have to load a
+	// model first. An answer that comes whole (stream false, embeddings)
+	// has no such bound: it is sent only once done. Zero means 5m.
 	FirstByteTimeout time.Duration
 	// DialTimeout bounds connecting to a node. Zero means 5s.
 	DialTimeout time.Duration

@@ -398,6 +398,31 @@ func TestErrors(t *testing.T) {
 	})
 }
 
+// TestFirstByteTimeout: a stream's head comes with its first token, so a
+// node that sends nothing for the first-byte timeout is given up (504). An
+// answer that comes whole (stream false, OpenAI's default) is only sent
+// once it is done, however long that takes: no such bound.
+func TestFirstByteTimeout(t *testing.T) {
+	node := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}, Tokens: 3, TokenDelay: 150 * time.Millisecond})
+	e := newEnv(t, app.Config{FirstByteTimeout: 100 * time.Millisecond}, node)
+	const msgs = `"messages":[{"role":"user","content":"hi"}]`
+	for _, tt := range []struct {
+		path, body string
+		want       int
+	}{
+		{"/api/chat", `{"model":"llama3",` + msgs + `}`, 504},
+		{"/v1/chat/completions", `{"model":"llama3","stream":true,` + msgs + `}`, 504},
+		{"/api/chat", `{"model":"llama3","stream":false,` + msgs + `}`, 200},
+		{"/v1/chat/completions", `{"model":"llama3",` + msgs + `}`, 200},
+		{"/api/generate", `{"model":"llama3","prompt":"hi","Stream":false}`, 200},
+	} {
+		resp := e.post(tt.path, tt.body)
+		if body := readAll(t, resp); resp.StatusCode != tt.want {
+			t.Errorf("%s %s: %d %s, want %d", tt.path, tt.body, resp.StatusCode, body, tt.want)
+		}
+	}
+}
+
 // TestModelNameForms: the spellings Ollama's name parser accepts for one
 // model reach the node that has it.
 func TestModelNameForms(t *testing.T) {

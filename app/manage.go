@@ -93,7 +93,7 @@ func (h *Handler) manageRoutes(mux *routeMux) {
 	ollama("DELETE /api/delete", h.handleDelete)
 	ollama("POST /api/copy", h.handleCopy)
 	ollama("POST /api/create", h.handleCreate)
-	ollama("POST /api/push", h.proxy(route{upstream: "/api/push"}))
+	ollama("POST /api/push", h.proxy(route{upstream: "/api/push", streams: true}))
 	ollama("HEAD /api/blobs/{digest}", h.handleBlobHead)
 	ollama("POST /api/blobs/{digest}", h.handleBlobUpload)
 }

@@ -79,22 +79,24 @@ func (h *Handler) healthyTargets(ctx context.Context, model string) []pullTarget
 	return out
 }
 
-// readModelBody reads a bounded JSON body and the model it names.
-func (h *Handler) readModelBody(w http.ResponseWriter, r *http.Request) ([]byte, string, bool) {
+// readModelBody reads a bounded JSON body and the model it names, for a
+// request to be served as rt.
+func (h *Handler) readModelBody(w http.ResponseWriter, r *http.Request, rt route) ([]byte, string, bool) {
 	body, status, err := h.readBody(w, r)
 	if err != nil {
 		writeError(w, ollamaDialect, status, err.Error())
 		return nil, "", false
 	}
-	model, err := parseModel(body)
+	f, err := parseRequest(body)
 	if err != nil {
 		var invalid *fleet.ValidationError
 		errors.As(err, &invalid)
 		writeError(w, ollamaDialect, http.StatusBadRequest, invalid.Msg)
 		return nil, "", false
 	}
-	accessFrom(r.Context()).model = model
-	return body, model, true
+	a := accessFrom(r.Context())
+	a.model, a.wholeAnswer = f.model, !f.streamed(rt)
+	return body, f.model, true
 }
 
 // answerFanOut answers a fanned-out change: 200 with an empty body (as
@@ -136,7 +138,7 @@ func (h *Handler) answerFanOut(w http.ResponseWriter, r *http.Request, op string
 // those whose last model list names the model (the list may be a minute
 // old); a node without the model answers 404, which is harmless.
 func (h *Handler) handleDelete(w http.ResponseWriter, r *http.Request) {
-	body, model, ok := h.readModelBody(w, r)
+	body, model, ok := h.readModelBody(w, r, route{})
 	if !ok {
 		return
 	}
@@ -191,7 +193,8 @@ func (h *Handler) handleCopy(w http.ResponseWriter, r *http.Request) {
 // for "files" were uploaded to all of them). The new model lives on that
 // node, which is refreshed at once so the model is routable.
 func (h *Handler) handleCreate(w http.ResponseWriter, r *http.Request) {
-	body, _, ok := h.readModelBody(w, r)
+	rt := route{upstream: "/api/create", streams: true}
+	body, _, ok := h.readModelBody(w, r, rt)
 	if !ok {
 		return
 	}
@@ -213,7 +216,6 @@ func (h *Handler) handleCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, ollamaDialect, http.StatusServiceUnavailable, fleet.ErrNoCandidate.Error())
 		return
 	}
-	rt := route{upstream: "/api/create"}
 	node, resp, release := h.forward(w, r, rt, v, body, cands)
 	if resp == nil {
 		return

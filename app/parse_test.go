@@ -56,11 +56,13 @@ func TestParseModel(t *testing.T) {
 func FuzzParseModel(f *testing.F) {
 	for _, s := range []string{`{"model":"llama3"}`, `{"name":"x"}`, `{`, `[]`, `{"model":1}`, "\xff",
 		`{"model":"a","model":"b"}`, `{"m\u006fdel":"esc"}`, `{"a":[1,{"model":"inner"}],"model":"top"}`,
-		`{"a":"}\"]","name":"n"}`, `{"n":-1.5e3,"model":true}`, `{ "model" : "sp" , "x" : null }`, `{"model":null,"name":"n"}`} {
+		`{"a":"}\"]","name":"n"}`, `{"n":-1.5e3,"model":true}`, `{ "model" : "sp" , "x" : null }`, `{"model":null,"name":"n"}`,
+		`{"model":"m","stream":false}`, `{"model":"m","Stream":true,"stream":null}`, `{"model":"m","stream":"no"}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		model, err := parseModel(body)
+		fields, err := parseRequest(body)
+		model := fields.model
 		var ref struct {
 			Model *string `json:"model"`
 			Name  *string `json:"name"`
@@ -88,6 +90,15 @@ func FuzzParseModel(f *testing.F) {
 		}
 		if model != want {
 			t.Fatalf("parseModel(%q) = %q, encoding/json reads %q", body, model, want)
+		}
+		// "stream" as Ollama's *bool reads it, when it is a boolean or null.
+		var sref struct {
+			Stream *bool `json:"stream"`
+		}
+		if json.Unmarshal(body, &sref) == nil {
+			if fields.streamSet != (sref.Stream != nil) || sref.Stream != nil && *sref.Stream != fields.stream {
+				t.Fatalf("parseRequest(%q) stream = %v (set %v), encoding/json reads %v", body, fields.stream, fields.streamSet, sref.Stream)
+			}
 		}
 	})
 }

@@ -22,25 +22,56 @@ import (
 type route struct {
 	upstream string // path on the node, e.g. "/api/chat"
 	dialect  dialect
+	// streams is set on routes whose answer streams unless the body says
+	// otherwise: by default on Ollama's, only with "stream":true on
+	// OpenAI's. Any other answer comes whole, once the node is done.
+	streams bool
+}
+
+// requestFields are the top-level fields of a request body the proxy reads.
+type requestFields struct {
+	model string
+	// stream is the body's "stream" when streamSet (a boolean; any other
+	// value is left for the node to refuse).
+	stream, streamSet bool
+}
+
+// streamed reports whether the node answers as a stream, its head coming
+// with the first token, rather than whole once it is done.
+func (f requestFields) streamed(rt route) bool {
+	if !rt.streams {
+		return false
+	}
+	if f.streamSet {
+		return f.stream
+	}
+	return rt.dialect == ollamaDialect
 }
 
 // jsonSpace is the white space JSON allows between tokens.
 const jsonSpace = " \t\r\n"
 
-// parseModel reads the model a request body names: "model", or the
+// parseModel reads the model a request body names: see parseRequest.
+func parseModel(body []byte) (string, error) {
+	f, err := parseRequest(body)
+	return f.model, err
+}
+
+// parseRequest reads the model a request body names: "model", or the
 // deprecated "name" that some clients send instead (the ollama CLI on
-// /api/show and /api/pull, ollama-js on /api/pull, /api/push, /api/delete).
-// It returns a *fleet.ValidationError for a body that is not a JSON object
-// or names no model as a string.
+// /api/show and /api/pull, ollama-js on /api/pull, /api/push, /api/delete),
+// and its "stream". It returns a *fleet.ValidationError for a body that is
+// not a JSON object or names no model as a string.
 //
 // It validates with json.Valid and then walks only the top level of the
 // object, skipping values without decoding them: bodies carry base64
 // images and long histories, and a reflective decode of those would cost
 // CPU and grow the goroutine's stack, which a streaming request then holds
 // for minutes.
-func parseModel(body []byte) (string, error) {
-	invalid := func(field, msg string) (string, error) {
-		return "", &fleet.ValidationError{Field: field, Msg: msg}
+func parseRequest(body []byte) (requestFields, error) {
+	var f requestFields
+	invalid := func(field, msg string) (requestFields, error) {
+		return requestFields{}, &fleet.ValidationError{Field: field, Msg: msg}
 	}
 	body = bytes.Trim(body, jsonSpace) // not TrimSpace: JSON allows no other white space
 	if len(body) == 0 {
@@ -71,8 +102,17 @@ func parseModel(body []byte) (string, error) {
 		i = skipSpace(body, keyEnd)
 		i = skipSpace(body, i+1) // the colon
 		valEnd := skipValue(body, i)
-		if len(key) <= 64 { // no longer key can fold to "model" or "name"
-			if k2 := fieldOf(key); k2 != "" {
+		if len(key) <= 64 { // no longer key can fold to one of fieldOf's
+			if k2 := fieldOf(key); k2 == "stream" {
+				switch body[i] {
+				case 't':
+					f.stream, f.streamSet = true, true
+				case 'f':
+					f.stream, f.streamSet = false, true
+				case 'n': // null: as Ollama's *bool, the default again
+					f.stream, f.streamSet = false, false
+				}
+			} else if k2 != "" {
 				var v string
 				switch body[i] {
 				case 'n': // null leaves it empty, as encoding/json does
@@ -90,14 +130,14 @@ func parseModel(body []byte) (string, error) {
 		}
 		i = valEnd
 	}
-	m := strings.TrimSpace(model)
-	if m == "" {
-		m = strings.TrimSpace(name)
+	f.model = strings.TrimSpace(model)
+	if f.model == "" {
+		f.model = strings.TrimSpace(name)
 	}
-	if m == "" {
+	if f.model == "" {
 		return invalid("model", "model is required")
 	}
-	return m, nil
+	return f, nil
 }
 
 // jsonString decodes the JSON string literal q, quotes included, which is
@@ -112,10 +152,9 @@ func jsonString(q []byte) string {
 	return s
 }
 
-// fieldOf returns "model" or "name" when the JSON key q (quotes included)
-// names that field as encoding/json, and so Ollama, matches it: case-
-// insensitively. No other letter folds to one of theirs, so EqualFold is
-// the same test as lowering the key.
+// fieldOf returns "model", "name" or "stream" when the JSON key q (quotes
+// included) names that field as encoding/json, and so Ollama, matches it:
+// case-insensitively, so that "Stream" counts as it does for the node.
 func fieldOf(q []byte) string {
 	key := q[1 : len(q)-1]
 	if bytes.IndexByte(key, '\\') >= 0 {
@@ -126,6 +165,8 @@ func fieldOf(q []byte) string {
 		return "model"
 	case bytes.EqualFold(key, []byte("name")):
 		return "name"
+	case bytes.EqualFold(key, []byte("stream")):
+		return "stream"
 	}
 	return ""
 }
@@ -229,16 +270,16 @@ func (h *Handler) candidates(w http.ResponseWriter, r *http.Request, rt route) (
 		writeError(w, rt.dialect, status, err.Error())
 		return nil, nil, nil, false
 	}
-	model, err := parseModel(body)
+	f, err := parseRequest(body)
 	if err != nil {
 		var invalid *fleet.ValidationError
 		errors.As(err, &invalid)
 		writeError(w, rt.dialect, http.StatusBadRequest, invalid.Msg)
 		return nil, nil, nil, false
 	}
-	a.model = model
+	a.model, a.wholeAnswer = f.model, !f.streamed(rt)
 	v := h.view.get(r.Context(), h.now())
-	cands, err := v.snap.Candidates(model, h.routing())
+	cands, err := v.snap.Candidates(f.model, h.routing())
 	if err != nil {
 		writeErr(w, r, rt.dialect, err)
 		return nil, nil, nil, false
@@ -255,6 +296,12 @@ func (h *Handler) candidates(w http.ResponseWriter, r *http.Request, rt route) (
 func (h *Handler) forward(w http.ResponseWriter, r *http.Request, rt route, v *view, body []byte, cands []fleet.Candidate) (*fleet.Node, *http.Response, func()) {
 	ctx := r.Context()
 	a := accessFrom(ctx)
+	if a.wholeAnswer {
+		// Its head comes only when the answer is done, which may take
+		// longer than any bound on a stream's first token: the client's
+		// own timeout (and its cancellation) is the bound.
+		ctx = withoutFirstByteTimeout(ctx)
+	}
 	ids := make([]int64, len(cands))
 	for i, c := range cands {
 		ids[i] = c.Node.ID

@@ -21,15 +21,18 @@ func (h *Handler) routes() *http.ServeMux {
 		mux.Handle(pattern, h.requireAPIKey(d, hf))
 	}
 	// Model-routed Ollama routes, and the upstream's aliases of them.
+	generates := func(p string) bool {
+		return strings.HasSuffix(p, "chat") || strings.HasSuffix(p, "generate") || strings.HasSuffix(p, "completions")
+	}
 	for _, p := range []string{"/api/chat", "/api/generate", "/api/embed", "/api/embeddings", "/api/show"} {
-		inference("POST "+p, ollamaDialect, h.proxy(route{upstream: p}))
+		inference("POST "+p, ollamaDialect, h.proxy(route{upstream: p, streams: generates(p)}))
 	}
 	for _, p := range []string{"chat", "generate", "embed", "embeddings"} {
-		inference("POST /api/proxy/"+p, ollamaDialect, h.proxy(route{upstream: "/api/" + p}))
+		inference("POST /api/proxy/"+p, ollamaDialect, h.proxy(route{upstream: "/api/" + p, streams: generates(p)}))
 	}
 	// OpenAI-compatible routes.
 	for _, p := range []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings"} {
-		inference("POST "+p, openAIDialect, h.proxy(route{upstream: p, dialect: openAIDialect}))
+		inference("POST "+p, openAIDialect, h.proxy(route{upstream: p, dialect: openAIDialect, streams: generates(p)}))
 	}
 
 	// Fleet-wide views.

@@ -236,6 +236,9 @@ func (t *upstream) exchange(ctx context.Context, c *upConn, req *http.Request, b
 	}
 	canReplay := !touched || body == nil || req.GetBody != nil
 	wait := t.firstByteTimeout
+	if ctx.Value(noFirstByteTimeout{}) != nil {
+		wait = 0
+	}
 	if werr != nil {
 		// The node may have answered before it read the whole body (413
 		// and close): what it sent is in the socket.
@@ -296,6 +299,15 @@ func (t *upstream) exchange(ctx context.Context, c *upConn, req *http.Request, b
 		resp.Body = &upBody{rc: resp.Body, c: c, t: t, ctx: ctx, stop: stop, keep: keep}
 	}
 	return resp, touched, false, nil
+}
+
+// noFirstByteTimeout is the context key of withoutFirstByteTimeout.
+type noFirstByteTimeout struct{}
+
+// withoutFirstByteTimeout lifts the transport's bound on the wait for the
+// response head, for requests whose answer comes whole, once done.
+func withoutFirstByteTimeout(ctx context.Context) context.Context {
+	return context.WithValue(ctx, noFirstByteTimeout{}, true)
 }
 
 // release ends an exchange whose response was read to its end: the
