@@ -423,6 +423,49 @@ func TestFirstByteTimeout(t *testing.T) {
 	}
 }
 
+// TestLoadAndUnload: a request without prompt or messages only loads the
+// model, or with keep_alive 0 unloads it (what `ollama stop` sends). A
+// load goes where the model is in memory already; an unload frees it on
+// every node that has it, not on a random one.
+func TestLoadAndUnload(t *testing.T) {
+	a := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}, Loaded: []string{"llama3:latest"}})
+	b := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}, Loaded: []string{"llama3:latest"}})
+	c := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+	e := newEnv(t, app.Config{}, a, b, c)
+
+	for _, body := range []string{`{"model":"llama3"}`, `{"model":"llama3","prompt":""}`} {
+		for range 6 {
+			resp := e.post("/api/generate", body)
+			if got := readAll(t, resp); resp.StatusCode != 200 || !strings.Contains(got, `"done_reason":"load"`) {
+				t.Fatalf("load: %d %s", resp.StatusCode, got)
+			}
+		}
+	}
+	if n := c.Requests("/api/generate"); n != 0 {
+		t.Fatalf("%d loads went to the node without the model in memory", n)
+	}
+
+	a.ResetStats()
+	b.ResetStats()
+	for _, keep := range []string{`0`, `"0s"`, `"0"`} {
+		resp := e.post("/api/chat", `{"model":"llama3","messages":[],"keep_alive":`+keep+`}`)
+		if got := readAll(t, resp); resp.StatusCode != 200 || !strings.Contains(got, `"done_reason":"unload"`) {
+			t.Fatalf("unload %s: %d %s", keep, resp.StatusCode, got)
+		}
+	}
+	if na, nb, nc := a.Requests("/api/chat"), b.Requests("/api/chat"), c.Requests("/api/chat"); na != 3 || nb != 3 || nc != 0 {
+		t.Fatalf("unloads reached %d, %d and %d nodes' chat; want 3 on each node that has it, 0 elsewhere", na, nb, nc)
+	}
+
+	// With a prompt it is an ordinary request, spread as usual.
+	for range 30 {
+		readAll(t, e.post("/api/generate", `{"model":"llama3","prompt":"hi","stream":false}`))
+	}
+	if c.Requests("/api/generate") == 0 {
+		t.Fatal("no ordinary request reached the node without the model loaded")
+	}
+}
+
 // TestModelNameForms: the spellings Ollama's name parser accepts for one
 // model reach the node that has it.
 func TestModelNameForms(t *testing.T) {

@@ -49,6 +49,30 @@ func TestParseModel(t *testing.T) {
 	}
 }
 
+func TestParseRequestLoadFields(t *testing.T) {
+	for body, want := range map[string][2]bool{ // input, keepAliveZero
+		`{"model":"m"}`:                                       {false, false},
+		`{"model":"m","prompt":""}`:                           {false, false},
+		`{"model":"m","prompt":" "}`:                          {true, false},
+		`{"model":"m","messages":[ ]}`:                        {false, false},
+		`{"model":"m","messages":[{"role":"user"}]}`:          {true, false},
+		`{"model":"m","messages":null,"keep_alive":0}`:        {false, true},
+		`{"model":"m","keep_alive":0.0}`:                      {false, true},
+		`{"model":"m","Keep_Alive":"0s"}`:                     {false, true},
+		`{"model":"m","keep_alive":"0m"}`:                     {false, true},
+		`{"model":"m","keep_alive":"5m"}`:                     {false, false},
+		`{"model":"m","keep_alive":-1}`:                       {false, false},
+		`{"model":"m","keep_alive":"soon"}`:                   {false, false},
+		`{"model":"m","prompt":"hi","keep_alive":0}`:          {true, true},
+		`{"model":"m","messages":[],"prompt":"x","stream":1}`: {true, false},
+	} {
+		f, err := parseRequest([]byte(body))
+		if err != nil || f.input != want[0] || f.keepAliveZero != want[1] {
+			t.Errorf("parseRequest(%s) = input %v, keep_alive zero %v, %v; want %v", body, f.input, f.keepAliveZero, err, want)
+		}
+	}
+}
+
 // FuzzParseModel: any input gives a model or a ValidationError, never a
 // panic, and the top-level scanner agrees with encoding/json, except that
 // a body of null is refused as not an object (encoding/json decodes it

@@ -10,8 +10,10 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
 	"unicode/utf8"
 
 	"github.com/aivonx/aivonx/app/fleet"
@@ -26,6 +28,9 @@ type route struct {
 	// otherwise: by default on Ollama's, only with "stream":true on
 	// OpenAI's. Any other answer comes whole, once the node is done.
 	streams bool
+	// loads is set on Ollama's generate and chat, which without a prompt
+	// or messages load the model into memory, or unload it.
+	loads bool
 }
 
 // requestFields are the top-level fields of a request body the proxy reads.
@@ -34,6 +39,21 @@ type requestFields struct {
 	// stream is the body's "stream" when streamSet (a boolean; any other
 	// value is left for the node to refuse).
 	stream, streamSet bool
+	// input is set by a non-empty "prompt" or "messages". Without one, a
+	// generate or chat only loads the model into memory, or, with a
+	// keep_alive of zero, unloads it (what `ollama stop` sends).
+	input, keepAliveZero bool
+}
+
+// zeroKeepAlive reports whether a keep_alive value is zero as Ollama reads
+// it: a number of seconds, or a duration string ("0", "0s", "0m").
+func zeroKeepAlive(v []byte) bool {
+	if len(v) > 0 && v[0] == '"' {
+		d, err := time.ParseDuration(jsonString(v))
+		return err == nil && d == 0
+	}
+	n, err := strconv.ParseFloat(string(v), 64)
+	return err == nil && n == 0
 }
 
 // streamed reports whether the node answers as a stream, its head coming
@@ -103,16 +123,8 @@ func parseRequest(body []byte) (requestFields, error) {
 		i = skipSpace(body, i+1) // the colon
 		valEnd := skipValue(body, i)
 		if len(key) <= 64 { // no longer key can fold to one of fieldOf's
-			if k2 := fieldOf(key); k2 == "stream" {
-				switch body[i] {
-				case 't':
-					f.stream, f.streamSet = true, true
-				case 'f':
-					f.stream, f.streamSet = false, true
-				case 'n': // null: as Ollama's *bool, the default again
-					f.stream, f.streamSet = false, false
-				}
-			} else if k2 != "" {
+			switch k2 := fieldOf(key); k2 {
+			case "model", "name":
 				var v string
 				switch body[i] {
 				case 'n': // null leaves it empty, as encoding/json does
@@ -126,6 +138,21 @@ func parseRequest(body []byte) (requestFields, error) {
 				} else {
 					name = v
 				}
+			case "stream":
+				switch body[i] {
+				case 't':
+					f.stream, f.streamSet = true, true
+				case 'f':
+					f.stream, f.streamSet = false, true
+				case 'n': // null: as Ollama's *bool, the default again
+					f.stream, f.streamSet = false, false
+				}
+			case "prompt":
+				f.input = body[i] == '"' && valEnd-i > 2
+			case "messages":
+				f.input = body[i] == '[' && body[skipSpace(body, i+1)] != ']'
+			case "keep_alive":
+				f.keepAliveZero = zeroKeepAlive(body[i:valEnd])
 			}
 		}
 		i = valEnd
@@ -152,8 +179,8 @@ func jsonString(q []byte) string {
 	return s
 }
 
-// fieldOf returns "model", "name" or "stream" when the JSON key q (quotes
-// included) names that field as encoding/json, and so Ollama, matches it:
+// fieldOf returns the name of a field parseRequest reads when the JSON key
+// q (quotes included) names it as encoding/json, and so Ollama, matches it:
 // case-insensitively, so that "Stream" counts as it does for the node.
 func fieldOf(q []byte) string {
 	key := q[1 : len(q)-1]
@@ -167,6 +194,12 @@ func fieldOf(q []byte) string {
 		return "name"
 	case bytes.EqualFold(key, []byte("stream")):
 		return "stream"
+	case bytes.EqualFold(key, []byte("prompt")):
+		return "prompt"
+	case bytes.EqualFold(key, []byte("messages")):
+		return "messages"
+	case bytes.EqualFold(key, []byte("keep_alive")):
+		return "keep_alive"
 	}
 	return ""
 }
@@ -248,9 +281,13 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int,
 // streams (see tail).
 func (h *Handler) proxy(rt route) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		v, body, cands, ok := h.candidates(w, r, rt)
+		v, body, f, cands, ok := h.candidates(w, r, rt)
 		if !ok {
 			return
+		}
+		loadOnly := rt.loads && !f.input
+		if loadOnly {
+			cands = h.toLoaded(r.Context(), rt, v, body, f, cands)
 		}
 		node, resp, release := h.forward(w, r, rt, v, body, cands)
 		if resp == nil {
@@ -258,33 +295,69 @@ func (h *Handler) proxy(rt route) http.HandlerFunc {
 		}
 		h.relay(w, r, rt, node, resp)
 		release()
+		if loadOnly {
+			h.recheck(node.ID) // its /api/ps changed
+		}
 	}
 }
 
 // candidates reads the request and returns the nodes that may serve it,
 // or answers it with the error that stops it.
-func (h *Handler) candidates(w http.ResponseWriter, r *http.Request, rt route) (*view, []byte, []fleet.Candidate, bool) {
+func (h *Handler) candidates(w http.ResponseWriter, r *http.Request, rt route) (*view, []byte, requestFields, []fleet.Candidate, bool) {
 	a := accessFrom(r.Context())
 	body, status, err := h.readBody(w, r)
 	if err != nil {
 		writeError(w, rt.dialect, status, err.Error())
-		return nil, nil, nil, false
+		return nil, nil, requestFields{}, nil, false
 	}
 	f, err := parseRequest(body)
 	if err != nil {
 		var invalid *fleet.ValidationError
 		errors.As(err, &invalid)
 		writeError(w, rt.dialect, http.StatusBadRequest, invalid.Msg)
-		return nil, nil, nil, false
+		return nil, nil, f, nil, false
 	}
 	a.model, a.wholeAnswer = f.model, !f.streamed(rt)
 	v := h.view.get(r.Context(), h.now())
 	cands, err := v.snap.Candidates(f.model, h.routing())
 	if err != nil {
 		writeErr(w, r, rt.dialect, err)
-		return nil, nil, nil, false
+		return nil, nil, f, nil, false
 	}
-	return v, body, v.settings.Strategy.Narrow(cands), true
+	return v, body, f, v.settings.Strategy.Narrow(cands), true
+}
+
+// toLoaded narrows a request that only loads or unloads the model (no
+// prompt, no messages: what `ollama run` sends first, and `ollama stop`)
+// to the nodes that have it in memory, as /api/ps last listed them: a load
+// finds it there at no cost, and an unload frees it there rather than on a
+// node that never had it. An unload is also sent to every other such node
+// first, so that `ollama stop` frees the model across the fleet; the
+// client's answer comes from the one left.
+func (h *Handler) toLoaded(ctx context.Context, rt route, v *view, body []byte, f requestFields, cands []fleet.Candidate) []fleet.Candidate {
+	var loaded []fleet.Candidate
+	for _, c := range cands {
+		if c.Loaded {
+			loaded = append(loaded, c)
+		}
+	}
+	if len(loaded) == 0 {
+		return cands
+	}
+	if f.keepAliveZero && len(loaded) > 1 {
+		others := make([]pullTarget, len(loaded)-1)
+		for i, c := range loaded[1:] {
+			others[i] = pullTarget{node: c.Node, base: v.urls[c.Node.ID]}
+		}
+		for _, res := range h.fanOut(ctx, others, http.MethodPost, rt.upstream, body) {
+			if res.err != nil {
+				h.log.Warn("unload on another node", "node", res.target.node.Name, "node_id", res.target.node.ID, "err", res.err.Error())
+			}
+			h.recheck(res.target.node.ID) // so that /api/ps stops listing it
+		}
+		return loaded[:1]
+	}
+	return loaded
 }
 
 // forward sends the request to the least loaded candidate and returns the

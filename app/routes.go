@@ -25,10 +25,10 @@ func (h *Handler) routes() *http.ServeMux {
 		return strings.HasSuffix(p, "chat") || strings.HasSuffix(p, "generate") || strings.HasSuffix(p, "completions")
 	}
 	for _, p := range []string{"/api/chat", "/api/generate", "/api/embed", "/api/embeddings", "/api/show"} {
-		inference("POST "+p, ollamaDialect, h.proxy(route{upstream: p, streams: generates(p)}))
+		inference("POST "+p, ollamaDialect, h.proxy(route{upstream: p, streams: generates(p), loads: generates(p)}))
 	}
 	for _, p := range []string{"chat", "generate", "embed", "embeddings"} {
-		inference("POST /api/proxy/"+p, ollamaDialect, h.proxy(route{upstream: "/api/" + p, streams: generates(p)}))
+		inference("POST /api/proxy/"+p, ollamaDialect, h.proxy(route{upstream: "/api/" + p, streams: generates(p), loads: generates(p)}))
 	}
 	// OpenAI-compatible routes.
 	for _, p := range []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings"} {
