@@ -76,14 +76,15 @@ const (
 )
 
 // corsHeaderAllowed lists the request headers browsers may send: what the
-// Ollama and OpenAI clients send (the openai package adds x-stainless-*).
+// Ollama, OpenAI and Anthropic clients send (their SDKs add x-stainless-*,
+// and anthropic-version).
 func corsHeaderAllowed(name string) bool {
 	switch name = strings.ToLower(strings.TrimSpace(name)); name {
 	case "authorization", "content-type", "x-api-key", "openai-beta", "openai-organization", "openai-project",
 		"x-request-id", "accept", "accept-language", "content-language", "user-agent", "x-requested-with":
 		return true
 	}
-	return strings.HasPrefix(name, "x-stainless-")
+	return strings.HasPrefix(name, "x-stainless-") || strings.HasPrefix(name, "anthropic-")
 }
 
 // withCORS wraps the whole handler with the CORS policy.

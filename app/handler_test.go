@@ -50,7 +50,6 @@ type testEnv struct {
 	board    *memory.StatusBoard
 	inflight *memory.InFlight
 	worker   *worker.Worker
-	nodes    []*fakeollama.Server
 	logs     *syncBuffer
 }
 
@@ -71,10 +70,14 @@ func (b *syncBuffer) String() string {
 	return b.b.String()
 }
 
-func newEnv(t *testing.T, cfg app.Config, nodes ...*fakeollama.Server) *testEnv {
+// node is a node the proxy can reach: a fake Ollama, or a server that
+// fronts one.
+type node interface{ URL() string }
+
+func newEnv(t *testing.T, cfg app.Config, nodes ...node) *testEnv {
 	t.Helper()
 	e := &testEnv{t: t, store: &staticStore{settings: fleet.DefaultSettings()}, board: memory.NewStatusBoard(),
-		inflight: memory.NewInFlight(), nodes: nodes, logs: &syncBuffer{}}
+		inflight: memory.NewInFlight(), logs: &syncBuffer{}}
 	for i, n := range nodes {
 		e.store.nodes = append(e.store.nodes, fleet.Node{ID: int64(i + 1), Name: "node" + string(rune('A'+i)), BaseURL: n.URL(), Enabled: true})
 	}

@@ -194,6 +194,8 @@ func init() {
 		openAIRoute("/v1/chat/completions", "OpenAI chat completions"),
 		openAIRoute("/v1/completions", "OpenAI completions"),
 		openAIRoute("/v1/embeddings", "OpenAI embeddings"),
+		openAIRoute("/v1/responses", "OpenAI Responses API"),
+		openAIRoute("/v1/messages", "Anthropic Messages API (errors in Anthropic's shape)"),
 		apiOp{Method: "GET", Path: "/api/tags", Tag: "ollama", Auth: "apikey", Summary: "the union of the healthy nodes' models",
 			Resp: map[int]apiRes{200: {Desc: "models", Schema: obj(map[string]any{"models": arr(ref("OllamaResponse"))})}}},
 		apiOp{Method: "GET", Path: "/api/proxy/tags", Tag: "proxy", Auth: "apikey", Summary: "the upstream's alias of /api/tags",

@@ -31,6 +31,9 @@ type route struct {
 	// loads is set on Ollama's generate and chat, which without a prompt
 	// or messages load the model into memory, or unload it.
 	loads bool
+	// endsWithDone is set on OpenAI's chat and completions, whose streams
+	// end with "data: [DONE]" (the Responses API's and Anthropic's do not).
+	endsWithDone bool
 }
 
 // requestFields are the top-level fields of a request body the proxy reads.

@@ -89,7 +89,7 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rt route, node *
 		}
 	}
 	a.promptTok, a.evalTok = t.tokens()
-	if kind == sseBody && resp.StatusCode == http.StatusOK && !t.endsWith(sseDone) {
+	if kind == sseBody && rt.endsWithDone && resp.StatusCode == http.StatusOK && !t.endsWith(sseDone) {
 		// Every complete OpenAI stream ends with [DONE]. Ollama ends one
 		// without it when its runner dies (after an empty chunk), which the
 		// openai SDK would take for a normal end: say what happened.
@@ -115,7 +115,11 @@ func (h *Handler) streamFailed(w http.ResponseWriter, r *http.Request, rt route,
 		}
 		w.Write(append(line, '\n'))
 	case sseBody:
-		writeSSEError(w, lastNewline, msg)
+		if rt.dialect == anthropicDialect {
+			writeAnthropicSSEError(w, lastNewline, msg)
+		} else {
+			writeSSEError(w, lastNewline, msg)
+		}
 	default:
 		// A whole document cannot carry an error after its start: cut the
 		// connection so the client sees a truncated body, not a short one
@@ -132,6 +136,19 @@ func writeSSEError(w http.ResponseWriter, lastNewline bool, msg string) {
 	prefix := "data: "
 	if !lastNewline {
 		prefix = "\n\ndata: "
+	}
+	w.Write([]byte(prefix))
+	w.Write(ev)
+	w.Write([]byte("\n\n"))
+}
+
+// writeAnthropicSSEError ends an Anthropic stream (/v1/messages) with the
+// error event the Anthropic SDKs raise; they skip events without a name.
+func writeAnthropicSSEError(w http.ResponseWriter, lastNewline bool, msg string) {
+	ev, _ := json.Marshal(anthropicError(http.StatusInternalServerError, msg))
+	prefix := "event: error\ndata: "
+	if !lastNewline {
+		prefix = "\n\n" + prefix
 	}
 	w.Write([]byte(prefix))
 	w.Write(ev)

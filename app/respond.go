@@ -10,13 +10,15 @@ import (
 	"github.com/aivonx/aivonx/app/fleet"
 )
 
-// dialect is the error shape a route speaks: Ollama's {"error":"…"} or
-// OpenAI's {"error":{"message":…}}.
+// dialect is the error shape a route speaks: Ollama's {"error":"…"},
+// OpenAI's {"error":{"message":…}} or Anthropic's
+// {"type":"error","error":{"type":…,"message":…}} (Ollama's /v1/messages).
 type dialect int
 
 const (
 	ollamaDialect dialect = iota
 	openAIDialect
+	anthropicDialect
 )
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -50,7 +52,34 @@ func writeError(w http.ResponseWriter, d dialect, status int, msg string) {
 		writeJSON(w, status, map[string]any{"error": map[string]any{"message": msg, "type": typ, "param": nil, "code": nil}})
 		return
 	}
+	if d == anthropicDialect {
+		writeJSON(w, status, anthropicError(status, msg))
+		return
+	}
 	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+// anthropicError is Anthropic's error object, its type named by status as
+// the Anthropic SDKs expect.
+func anthropicError(status int, msg string) map[string]any {
+	typ := "api_error"
+	switch status {
+	case http.StatusBadRequest, http.StatusRequestHeaderFieldsTooLarge:
+		typ = "invalid_request_error"
+	case http.StatusUnauthorized:
+		typ = "authentication_error"
+	case http.StatusForbidden:
+		typ = "permission_error"
+	case http.StatusNotFound:
+		typ = "not_found_error"
+	case http.StatusRequestEntityTooLarge:
+		typ = "request_too_large"
+	case http.StatusTooManyRequests:
+		typ = "rate_limit_error"
+	case http.StatusServiceUnavailable:
+		typ = "overloaded_error"
+	}
+	return map[string]any{"type": "error", "error": map[string]any{"type": typ, "message": msg}}
 }
 
 // errorStatus is the one mapping from errors to HTTP statuses. Errors it does

@@ -32,8 +32,12 @@ func (h *Handler) routes() *http.ServeMux {
 	}
 	// OpenAI-compatible routes.
 	for _, p := range []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings"} {
-		inference("POST "+p, openAIDialect, h.proxy(route{upstream: p, dialect: openAIDialect, streams: generates(p)}))
+		inference("POST "+p, openAIDialect, h.proxy(route{upstream: p, dialect: openAIDialect, streams: generates(p), endsWithDone: generates(p)}))
 	}
+	// OpenAI's Responses API and Anthropic's Messages API, which Ollama
+	// serves too (the Anthropic SDKs, Claude Code pointed at Ollama).
+	inference("POST /v1/responses", openAIDialect, h.proxy(route{upstream: "/v1/responses", dialect: openAIDialect, streams: true}))
+	inference("POST /v1/messages", anthropicDialect, h.proxy(route{upstream: "/v1/messages", dialect: anthropicDialect, streams: true}))
 
 	// Fleet-wide views.
 	inference("GET /api/tags", ollamaDialect, h.handleTags)

@@ -1,0 +1,100 @@
+package app_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/aivonx/aivonx/app"
+	"github.com/aivonx/aivonx/internal/fakeollama"
+)
+
+// apiNode is a fake Ollama (health checks, model lists) that answers the
+// Responses and Messages APIs, which the fake does not speak, with a
+// canned stream of three events; "cut" in the body makes it drop the
+// connection after two.
+type apiNode struct{ *httptest.Server }
+
+func (n apiNode) URL() string { return n.Server.URL }
+
+func startAPINode(t *testing.T) apiNode {
+	t.Helper()
+	fake := fakeollama.New(fakeollama.Options{Models: []string{"llama3:latest"}})
+	mux := http.NewServeMux()
+	mux.Handle("/", fake)
+	for _, path := range []string{"/v1/responses", "/v1/messages"} {
+		mux.HandleFunc("POST "+path, func(w http.ResponseWriter, r *http.Request) {
+			var body struct {
+				Stream bool   `json:"stream"`
+				Input  string `json:"input"`
+			}
+			json.NewDecoder(r.Body).Decode(&body)
+			if !body.Stream {
+				w.Header().Set("Content-Type", "application/json")
+				fmt.Fprintf(w, `{"path":%q,"text":"whole"}`, path)
+				return
+			}
+			w.Header().Set("Content-Type", "text/event-stream")
+			for i := range 3 {
+				if i == 2 && body.Input == "cut" {
+					panic(http.ErrAbortHandler) // the connection drops, no end of stream
+				}
+				fmt.Fprintf(w, "event: delta\ndata: {\"n\":%d}\n\n", i)
+				w.(http.Flusher).Flush()
+			}
+		})
+	}
+	n := apiNode{httptest.NewServer(mux)}
+	t.Cleanup(n.Close)
+	return n
+}
+
+// TestResponsesAndMessagesAPIs: Ollama's /v1/responses (OpenAI) and
+// /v1/messages (Anthropic) are routed by model like the other routes;
+// their streams end without [DONE], which is no failure; a cut stream ends
+// with an error event each SDK raises; errors come in each API's shape.
+func TestResponsesAndMessagesAPIs(t *testing.T) {
+	e := newEnv(t, app.Config{}, startAPINode(t))
+	post := func(path, body string) (int, string) {
+		t.Helper()
+		resp := e.post(path, body)
+		return resp.StatusCode, readAll(t, resp)
+	}
+	for _, path := range []string{"/v1/responses", "/v1/messages"} {
+		if status, body := post(path, `{"model":"llama3"}`); status != 200 || !strings.Contains(body, `"text":"whole"`) {
+			t.Errorf("%s whole: %d %s", path, status, body)
+		}
+		status, body := post(path, `{"model":"llama3","stream":true}`)
+		if status != 200 || strings.Count(body, "event: delta") != 3 || strings.Contains(body, "error") {
+			t.Errorf("%s stream: %d %q, want three events and no error", path, status, body)
+		}
+	}
+
+	status, body := post("/v1/messages", `{"model":"llama3","stream":true,"input":"cut"}`)
+	if status != 200 || strings.Count(body, "event: delta") != 2 ||
+		!strings.HasSuffix(body, "\n\n") || !strings.Contains(body, "event: error\ndata: {\"error\":{\"message\":\"node nodeA failed mid-stream") ||
+		!strings.Contains(body, `"type":"api_error"`) || !strings.Contains(body, `"type":"error"`) {
+		t.Errorf("cut Anthropic stream: %q", body)
+	}
+	e.pass() // the cut marked the node unreachable; a passed check brings it back
+	status, body = post("/v1/responses", `{"model":"llama3","stream":true,"input":"cut"}`)
+	if status != 200 || !strings.Contains(body, "\n\ndata: {\"error\":{") || !strings.Contains(body, "failed mid-stream") {
+		t.Errorf("cut Responses stream: %q", body)
+	}
+	e.pass()
+
+	status, body = post("/v1/messages", `{"model":"nope"}`)
+	var anthropic struct {
+		Type  string
+		Error struct{ Type, Message string }
+	}
+	if json.Unmarshal([]byte(body), &anthropic); status != 404 || anthropic.Type != "error" || anthropic.Error.Type != "not_found_error" || anthropic.Error.Message == "" {
+		t.Errorf("unknown model on /v1/messages: %d %s", status, body)
+	}
+	if status, body = post("/v1/responses", `{"model":"nope"}`); status != 404 || !strings.Contains(body, `"type":"api_error"`) {
+		t.Errorf("unknown model on /v1/responses: %d %s", status, body)
+	}
+}
