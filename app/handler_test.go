@@ -377,6 +377,28 @@ func TestErrors(t *testing.T) {
 			}
 		})
 	}
+	t.Run("TrailingSlashRedirects", func(t *testing.T) {
+		// As Ollama's router: 307 keeps a POST's body, 301 for a GET.
+		client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		for _, tt := range []struct {
+			method, path string
+			want         int
+		}{{"POST", "/api/chat/", 307}, {"GET", "/api/tags/?x=1", 301}, {"POST", "/v1/chat/completions/", 307}, {"POST", "/api/nope/", 404}} {
+			req, _ := http.NewRequest(tt.method, e.proxy.URL+tt.path, strings.NewReader(chat))
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			readAll(t, resp)
+			if loc := resp.Header.Get("Location"); resp.StatusCode != tt.want || tt.want != 404 && !strings.HasPrefix(loc, strings.TrimSuffix(strings.Split(tt.path, "?")[0], "/")) {
+				t.Errorf("%s %s: %d Location %q, want %d", tt.method, tt.path, resp.StatusCode, loc, tt.want)
+			}
+		}
+		// A client that follows it gets its answer.
+		if resp := e.post("/api/chat/", chat); readAll(t, resp) == "" || resp.StatusCode != 200 {
+			t.Errorf("POST /api/chat/ followed: %d", resp.StatusCode)
+		}
+	})
 	t.Run("MethodNotAllowed", func(t *testing.T) {
 		resp, err := http.Get(e.proxy.URL + "/api/chat")
 		if err != nil {

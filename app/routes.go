@@ -2,6 +2,7 @@ package app
 
 import (
 	"net/http"
+	"net/url"
 	"strings"
 )
 
@@ -90,6 +91,22 @@ func (h *Handler) Patterns() []string { return append([]string(nil), h.patterns.
 // methods, else 404.
 func (h *Handler) handleNoRoute(mux *http.ServeMux, d dialect) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// As Ollama (gin) does: a path with a trailing slash that names a
+		// route without it is redirected there, keeping the method and body
+		// (307) but for GET and HEAD (301).
+		if trimmed := strings.TrimSuffix(r.URL.Path, "/"); trimmed != r.URL.Path && trimmed != "/api" && trimmed != "/v1" {
+			probe := &http.Request{Method: r.Method, URL: &url.URL{Path: trimmed}, Host: r.Host, Header: http.Header{}}
+			if _, pattern := mux.Handler(probe); pattern != "" && pattern != "/api/" && pattern != "/v1/" {
+				code := http.StatusTemporaryRedirect
+				if r.Method == http.MethodGet || r.Method == http.MethodHead {
+					code = http.StatusMovedPermanently
+				}
+				u := *r.URL
+				u.Path, u.RawPath = trimmed, ""
+				http.Redirect(w, r, u.String(), code)
+				return
+			}
+		}
 		var allow []string
 		for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
 			probe := &http.Request{Method: m, URL: r.URL, Host: r.Host, Header: http.Header{}}
