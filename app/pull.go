@@ -352,9 +352,13 @@ func (h *Handler) handleProxyPull(w http.ResponseWriter, r *http.Request) {
 // pulled on every enabled, healthy node at once, and the client sees one
 // pull, as from a single Ollama:
 //
-//   - a layer's line carries the sum of the nodes' completed bytes and the
-//     layer size times the number of nodes pulling, so bars stay monotonic;
-//   - any other status is sent once, the first time a node reports it;
+//   - a layer's line carries the layer's own size and the mean of the
+//     pulling nodes' completed bytes, so that the bar shows the model's
+//     real size and reaches its end when every node has the layer;
+//   - any other status is sent once: the first one ("pulling manifest")
+//     when a node reports it, a later one ("verifying sha256 digest",
+//     "writing manifest"…) when every node still pulling has reached it,
+//     so that no layer line follows it;
 //   - the last line is {"status":"success"} only when every node succeeded,
 //     else an {"error"} line naming the failed nodes (the nodes that
 //     succeeded keep the model and serve it).
@@ -401,11 +405,13 @@ func (h *Handler) handlePull(w http.ResponseWriter, r *http.Request) {
 		wrote     bool // our response started
 		failed    = make(map[int]pullEvent)
 		firstFail *pullEvent
-		pending   []pullProgress // lines waiting for the response to start
-		seen      = map[string]bool{}
+		pending   []pullProgress              // lines waiting for the response to start
+		statuses  = map[string]map[int]bool{} // status → the nodes that reported it
+		sent      = map[string]bool{}
+		waiting   []string // statuses not sent yet, in the order first seen
 		layers    = map[string]*layerProgress{}
-		order     []string
 	)
+	pulling := func() int { return len(targets) - len(failed) }
 	enc := json.NewEncoder(w)
 	emit := func(p pullProgress) {
 		if !stream {
@@ -432,6 +438,25 @@ func (h *Handler) handlePull(w http.ResponseWriter, r *http.Request) {
 		pending = nil
 		flush(w)
 	}
+	// sendReady sends the waiting statuses every pulling node has reached,
+	// in order; the first status of a pull goes at once.
+	sendReady := func() {
+		for len(waiting) > 0 {
+			st := waiting[0]
+			reached := 0
+			for n := range statuses[st] {
+				if _, gone := failed[n]; !gone {
+					reached++
+				}
+			}
+			if len(sent) > 0 && reached < pulling() {
+				return
+			}
+			sent[st] = true
+			waiting = waiting[1:]
+			emit(pullProgress{Status: st})
+		}
+	}
 	for e := range h.runPull(r.Context(), targets, pullBody(fields)) {
 		switch e.kind {
 		case pullStarted:
@@ -439,34 +464,41 @@ func (h *Handler) handlePull(w http.ResponseWriter, r *http.Request) {
 		case pullLine:
 			p := e.progress
 			if p.Digest == "" {
-				if !seen[p.Status] {
-					seen[p.Status] = true
-					emit(pullProgress{Status: p.Status})
+				if statuses[p.Status] == nil {
+					statuses[p.Status] = map[int]bool{}
+					if !sent[p.Status] {
+						waiting = append(waiting, p.Status)
+					}
 				}
+				statuses[p.Status][e.node] = true
+				sendReady()
 				continue
 			}
 			l := layers[p.Digest]
 			if l == nil {
 				l = &layerProgress{status: p.Status, done: map[int]int64{}}
 				layers[p.Digest] = l
-				order = append(order, p.Digest)
 			}
 			if p.Total > l.size {
 				l.size = p.Total
 			}
 			l.done[e.node] = p.Completed
-			emit(l.line(p.Digest, len(targets)-len(failed)))
+			emit(l.line(p.Digest, failed, pulling()))
 		case pullDone:
 			if e.err != nil {
 				failed[e.node] = e
 				if firstFail == nil {
 					firstFail = &e
 				}
+				sendReady() // the failed node no longer holds a status back
 			}
 		}
 	}
 	if r.Context().Err() != nil {
 		return
+	}
+	for _, st := range waiting { // a status some node never reported
+		emit(pullProgress{Status: st})
 	}
 	var failures []string
 	for i := range targets {
@@ -511,11 +543,16 @@ type layerProgress struct {
 	done   map[int]int64 // node index → completed bytes
 }
 
-func (l *layerProgress) line(digest string, nodes int) pullProgress {
+// line is the layer's progress over the pulling nodes: its size, and the
+// mean of their completed bytes (a node that has not reported the layer
+// yet counts as 0). failed nodes are left out.
+func (l *layerProgress) line(digest string, failed map[int]pullEvent, pulling int) pullProgress {
 	var completed int64
-	for _, c := range l.done {
-		completed += c
+	for n, c := range l.done {
+		if _, gone := failed[n]; !gone {
+			completed += c
+		}
 	}
-	total := l.size * int64(max(nodes, 1))
-	return pullProgress{Status: l.status, Digest: digest, Total: total, Completed: min(completed, total)}
+	completed /= int64(max(pulling, 1))
+	return pullProgress{Status: l.status, Digest: digest, Total: l.size, Completed: min(completed, l.size)}
 }

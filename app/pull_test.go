@@ -184,6 +184,29 @@ func TestOllamaPullMergedProgress(t *testing.T) {
 			t.Fatalf("layer %s ended at %+v", d, p)
 		}
 	}
+	// The sizes are the model's own, as one node reports them (not times
+	// the number of nodes), and once a node-wide step follows the layers
+	// ("verifying sha256 digest"…) no layer line comes after it.
+	alone := fakeollama.Start(t, fakeollama.Options{})
+	base, _ := url.Parse(alone.URL())
+	err = api.NewClient(base, testClient).Pull(ctx, &api.PullRequest{Model: "tiny"}, func(p api.ProgressResponse) error {
+		if merged, ok := last[p.Digest]; ok && p.Total > 0 && merged.Total != p.Total {
+			t.Errorf("layer %s: %d bytes through the proxy, %d on one node", p.Digest, merged.Total, p.Total)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	afterLayers := false
+	for _, p := range lines {
+		switch {
+		case p.Digest == "" && p.Status != "pulling manifest":
+			afterLayers = afterLayers || p.Status != ""
+		case p.Digest != "" && afterLayers:
+			t.Fatalf("layer line %+v after a node-wide step: %+v", p, lines)
+		}
+	}
 	for _, n := range []*fakeollama.Server{a, b} {
 		if !slices.Contains(n.Models(), "tiny:latest") {
 			t.Fatalf("node lacks the model: %v", n.Models())
