@@ -67,7 +67,7 @@ func (h *Handler) handleKeyRevoke(w http.ResponseWriter, r *http.Request) {
 	}
 	st := h.ext.auth
 	if err := st.store.RevokeKey(r.Context(), id); err != nil {
-		writeErr(w, r, ollamaDialect, err)
+		writeAccountErr(w, r, "key", id, err)
 		return
 	}
 	st.keys.forget(id)

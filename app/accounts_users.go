@@ -57,6 +57,17 @@ func jsonKind(k reflect.Kind) string {
 	return "an object"
 }
 
+// writeAccountErr answers a store error about the user or key id: a 404
+// says what was not found, in the node API's words, rather than the
+// store's wrapped error.
+func writeAccountErr(w http.ResponseWriter, r *http.Request, what string, id int64, err error) {
+	if errors.Is(err, fleet.ErrNotFound) {
+		writeError(w, ollamaDialect, http.StatusNotFound, what+" not found: "+strconv.FormatInt(id, 10))
+		return
+	}
+	writeErr(w, r, ollamaDialect, err)
+}
+
 // accountPathID reads the {id} path value; it answers 404 itself when it is not a
 // number.
 func accountPathID(w http.ResponseWriter, r *http.Request, what string) (int64, bool) {
@@ -126,7 +137,7 @@ func (h *Handler) handleUserUpdate(w http.ResponseWriter, r *http.Request) {
 	st := h.ext.auth
 	u, err := st.store.User(r.Context(), id)
 	if err != nil {
-		writeErr(w, r, ollamaDialect, err)
+		writeAccountErr(w, r, "user", id, err)
 		return
 	}
 	if body.Role != nil {
@@ -147,7 +158,7 @@ func (h *Handler) handleUserUpdate(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if u, err = st.store.UpdateUser(r.Context(), u); err != nil {
-		writeErr(w, r, ollamaDialect, err)
+		writeAccountErr(w, r, "user", id, err)
 		return
 	}
 	h.log.Info("user updated", "username", u.Username, "role", string(u.Role), "password_changed", body.Password != nil,
@@ -164,14 +175,14 @@ func (h *Handler) handleUserDelete(w http.ResponseWriter, r *http.Request) {
 	st := h.ext.auth
 	u, err := st.store.User(r.Context(), id)
 	if err != nil {
-		writeErr(w, r, ollamaDialect, err)
+		writeAccountErr(w, r, "user", id, err)
 		return
 	}
 	if u.Role == account.RoleAdmin && !h.otherAdmin(w, r, id) {
 		return
 	}
 	if err := st.store.DeleteUser(r.Context(), id); err != nil {
-		writeErr(w, r, ollamaDialect, err)
+		writeAccountErr(w, r, "user", id, err)
 		return
 	}
 	h.log.Info("user deleted", "username", u.Username, "by", principalFrom(r.Context()).Username)

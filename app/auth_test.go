@@ -614,7 +614,9 @@ func TestUsersAPI(t *testing.T) {
 			}
 		}
 		resp, got := do("PATCH", "/api/account/users/999", `{"role":"admin"}`)
-		expect(t, resp, got, 404, `"error"`)
+		expect(t, resp, got, 404, `{"error":"user not found: 999"}`)
+		resp, got = do("DELETE", "/api/account/users/999", "")
+		expect(t, resp, got, 404, `{"error":"user not found: 999"}`)
 		resp, got = do("DELETE", "/api/account/users/abc", "")
 		expect(t, resp, got, 404, `"error"`)
 	})
@@ -735,7 +737,7 @@ func TestAPIKeysOptional(t *testing.T) {
 			t.Fatalf("after revoke: %+v, want usage unchanged", keys[0])
 		}
 		resp, got = e.do("DELETE", "/api/keys/999", "", "Authorization", "Bearer "+admin)
-		expect(t, resp, got, 404, `"error"`)
+		expect(t, resp, got, 404, `{"error":"key not found: 999"}`)
 	})
 }
 
