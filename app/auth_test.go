@@ -27,6 +27,7 @@ import (
 	"github.com/aivonx/aivonx/infra/memory"
 	"github.com/aivonx/aivonx/infra/sqlite"
 	"github.com/aivonx/aivonx/internal/fakeollama"
+	"github.com/aivonx/aivonx/internal/testenv"
 	"github.com/aivonx/aivonx/worker"
 )
 
@@ -815,7 +816,7 @@ func (l *sharedLimits) Peek(ctx context.Context, name string, perMinute, burst i
 func TestAPIKeyRateLimitShared(t *testing.T) {
 	t.Parallel()
 	limits := &sharedLimits{}
-	var logs syncBuffer
+	var logs testenv.Buffer
 	e := newAuthEnvWith(t, nil, func(d *app.Deps) {
 		d.Limits = limits
 		d.Log = slog.New(slog.NewJSONHandler(&logs, nil))

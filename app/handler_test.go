@@ -2,7 +2,6 @@ package app_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 	"github.com/aivonx/aivonx/app/fleet"
 	"github.com/aivonx/aivonx/infra/memory"
 	"github.com/aivonx/aivonx/internal/fakeollama"
+	"github.com/aivonx/aivonx/internal/testenv"
 	"github.com/aivonx/aivonx/worker"
 )
 
@@ -50,24 +50,7 @@ type testEnv struct {
 	board    *memory.StatusBoard
 	inflight *memory.InFlight
 	worker   *worker.Worker
-	logs     *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
+	logs     *testenv.Buffer
 }
 
 // node is a node the proxy can reach: a fake Ollama, or a server that
@@ -77,7 +60,7 @@ type node interface{ URL() string }
 func newEnv(t *testing.T, cfg app.Config, nodes ...node) *testEnv {
 	t.Helper()
 	e := &testEnv{t: t, store: &staticStore{settings: fleet.DefaultSettings()}, board: memory.NewStatusBoard(),
-		inflight: memory.NewInFlight(), logs: &syncBuffer{}}
+		inflight: memory.NewInFlight(), logs: &testenv.Buffer{}}
 	for i, n := range nodes {
 		e.store.nodes = append(e.store.nodes, fleet.Node{ID: int64(i + 1), Name: "node" + string(rune('A'+i)), BaseURL: n.URL(), Enabled: true})
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/aivonx/aivonx/infra/memory"
 	"github.com/aivonx/aivonx/infra/sqlite"
 	"github.com/aivonx/aivonx/internal/fakeollama"
+	"github.com/aivonx/aivonx/internal/testenv"
 	"github.com/aivonx/aivonx/worker"
 )
 
@@ -31,7 +32,7 @@ type manageEnv struct {
 	store  *sqlite.Store
 	board  *memory.StatusBoard
 	worker *worker.Worker
-	logs   *syncBuffer
+	logs   *testenv.Buffer
 }
 
 func newManageEnv(t *testing.T, cfg app.Config, deps app.Deps, nodes ...*fakeollama.Server) *manageEnv {
@@ -41,7 +42,7 @@ func newManageEnv(t *testing.T, cfg app.Config, deps app.Deps, nodes ...*fakeoll
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	e := &manageEnv{t: t, store: store, board: memory.NewStatusBoard(), logs: &syncBuffer{}}
+	e := &manageEnv{t: t, store: store, board: memory.NewStatusBoard(), logs: &testenv.Buffer{}}
 	for i, n := range nodes {
 		if _, err := store.CreateNode(context.Background(), fleet.Node{Name: "node" + string(rune('A'+i)), BaseURL: n.URL(), Enabled: true}); err != nil {
 			t.Fatal(err)

@@ -1,18 +1,17 @@
 package worker_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/aivonx/aivonx/app/fleet"
 	"github.com/aivonx/aivonx/infra/memory"
 	"github.com/aivonx/aivonx/internal/fakeollama"
+	"github.com/aivonx/aivonx/internal/testenv"
 	"github.com/aivonx/aivonx/worker"
 )
 
@@ -29,18 +28,6 @@ type lock struct {
 
 func (l lock) TryLock(context.Context) (func(), bool, error) { return func() {}, l.ok, l.err }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 // TestPassWithoutItsLock: the lock lives in Redis, and health checks must
 // go on through a Redis outage (the pass still reaches Postgres); another
 // worker's lock still means this one skips.
@@ -49,7 +36,7 @@ func TestPassWithoutItsLock(t *testing.T) {
 	nodes := nodeList{{ID: 1, Name: "a", BaseURL: node.URL(), Enabled: true}}
 	run := func(l lock, passes int) ([]fleet.Status, string) {
 		t.Helper()
-		logs := &syncBuffer{}
+		logs := &testenv.Buffer{}
 		board := memory.NewStatusBoard()
 		w, err := worker.New(worker.Config{Rise: 1, Fall: 1, ProbeTimeout: time.Second}, nodes, board, l, nil, slog.New(slog.NewJSONHandler(logs, nil)))
 		if err != nil {

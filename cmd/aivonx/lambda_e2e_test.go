@@ -438,7 +438,7 @@ type lambdaFunction struct {
 	role string
 	rt   *fakeRuntime
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *testenv.Buffer
 	exit chan error
 }
 
@@ -448,7 +448,7 @@ type lambdaFunction struct {
 func startFunction(t *testing.T, bin, role string, env []string, args ...string) *lambdaFunction {
 	t.Helper()
 	rt := newFakeRuntime(t)
-	f := &lambdaFunction{role: role, rt: rt, out: &syncBuffer{}, exit: make(chan error, 1)}
+	f := &lambdaFunction{role: role, rt: rt, out: &testenv.Buffer{}, exit: make(chan error, 1)}
 	f.cmd = exec.Command(bin, args...)
 	f.cmd.Env = append(baseEnv(), env...)
 	f.cmd.Env = append(f.cmd.Env,
@@ -501,23 +501,6 @@ func (f *lambdaFunction) stop(timeout time.Duration) error {
 		f.cmd.Process.Kill()
 		return fmt.Errorf("still running %v after SIGTERM", timeout)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // fakeRuntime is the Lambda Runtime API of one function: the invocation

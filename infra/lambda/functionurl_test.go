@@ -13,13 +13,13 @@ import (
 	"os"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
 
 	"github.com/aivonx/aivonx/infra/lambda"
+	"github.com/aivonx/aivonx/internal/testenv"
 )
 
 // prelude is the JSON head of a streamed Function URL response.
@@ -126,30 +126,12 @@ func get(path string) *events.LambdaFunctionURLRequest {
 	return e
 }
 
-// lockedBuffer collects log output written from handler goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // captureLog sends slog.Default to a buffer for the test. Tests that use it
 // must not run in parallel.
-func captureLog(t *testing.T) *lockedBuffer {
+func captureLog(t *testing.T) *testenv.Buffer {
 	t.Helper()
 	old := slog.Default()
-	buf := &lockedBuffer{}
+	buf := &testenv.Buffer{}
 	slog.SetDefault(slog.New(slog.NewTextHandler(buf, nil)))
 	t.Cleanup(func() { slog.SetDefault(old) })
 	return buf

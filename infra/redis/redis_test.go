@@ -9,6 +9,7 @@ import (
 
 	"github.com/aivonx/aivonx/app/fleet"
 	"github.com/aivonx/aivonx/infra/redis"
+	"github.com/aivonx/aivonx/internal/testenv"
 )
 
 // Flush deletes this deployment's keys and nothing else, even when the
@@ -56,7 +57,7 @@ func TestFlush(t *testing.T) {
 }
 
 func TestDriverLogger(t *testing.T) {
-	var buf logBuffer
+	var buf testenv.Buffer
 	l := redis.DriverLogger{Log: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	l.Printf(testCtx(t), "redis: connection pool: failed to dial after %d attempts", 1)
 	if got := buf.String(); !strings.Contains(got, `level=DEBUG msg="connection pool: failed to dial after 1 attempts" component=go-redis`) {

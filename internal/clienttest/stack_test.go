@@ -1,7 +1,6 @@
 package clienttest
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -11,12 +10,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/aivonx/aivonx/internal/fakeollama"
+	"github.com/aivonx/aivonx/internal/testenv"
 )
 
 // aivonxBin is the `aivonx` binary built once by TestMain.
@@ -92,7 +91,7 @@ func defaultNodes(mod func(*fakeollama.Options)) []fakeollama.Options {
 type stack struct {
 	URL   string
 	Nodes []*fakeollama.Server
-	log   *lockedBuffer
+	log   *testenv.Buffer
 }
 
 // startStack starts the fake nodes and the proxy, and waits until the proxy
@@ -100,7 +99,7 @@ type stack struct {
 // of it stops when the test ends; the proxy's log is printed if it failed.
 func startStack(t testing.TB, nodes []fakeollama.Options) *stack {
 	t.Helper()
-	s := &stack{log: &lockedBuffer{}}
+	s := &stack{log: &testenv.Buffer{}}
 	args := []string{"serve",
 		"--data-dir", t.TempDir(),
 		"--rise", "1",
@@ -125,7 +124,7 @@ func startStack(t testing.TB, nodes []fakeollama.Options) *stack {
 			return s
 		}
 	}
-	t.Fatalf("aivonx serve did not become ready: %v\n--- proxy log ---\n%s", lastErr, s.log.tail(60))
+	t.Fatalf("aivonx serve did not become ready: %v\n--- proxy log ---\n%s", lastErr, s.log.Tail(60))
 	return nil
 }
 
@@ -169,7 +168,7 @@ func (s *stack) startProxy(t testing.TB, args []string) error {
 	t.Cleanup(func() {
 		stop()
 		if t.Failed() {
-			t.Logf("--- aivonx serve log (last lines) ---\n%s", s.log.tail(80))
+			t.Logf("--- aivonx serve log (last lines) ---\n%s", s.log.Tail(80))
 		}
 	})
 	return nil
@@ -271,26 +270,4 @@ func eventually(d time.Duration, cond func() bool) bool {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// lockedBuffer collects a subprocess's output.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) tail(n int) string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	lines := strings.Split(strings.TrimRight(b.buf.String(), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
