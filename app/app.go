@@ -157,13 +157,14 @@ type Handler struct {
 	router    http.Handler // mux behind the CORS answer
 	view      viewCache
 	marks     sync.Map // node ID → time.Time of a passive "unreachable" mark
-	// rechecking holds the IDs of nodes being re-probed after a passive
-	// check (recheck), so that a burst of failures probes a node once.
-	rechecking sync.Map
-	bufs       sync.Pool
-	now        func() time.Time
-	patterns   []string // every route, see Patterns
-	ext        extensions
+	// rechecked is when each node was last re-probed after a passive check
+	// (recheck), so that a burst of failures probes a node once.
+	recheckMu sync.Mutex
+	rechecked map[int64]time.Time
+	bufs      sync.Pool
+	now       func() time.Time
+	patterns  []string // every route, see Patterns
+	ext       extensions
 }
 
 // New builds the handler. It does no I/O; the first request reads the fleet.
@@ -244,18 +245,27 @@ func (h *Handler) markUnreachable(ctx context.Context, n fleet.Node, cause error
 	}
 }
 
-// recheck re-probes a node in the background, once at a time per node:
-// after a passive check, or after the node answered that it lacks a model
-// its list still names. Best effort, like refreshSoon.
+// recheckEvery is how often one node may be re-probed by recheck.
+const recheckEvery = 2 * time.Second
+
+// recheck re-probes a node in the background, at most once per recheckEvery
+// per node: after a passive check, after the node answered that it lacks a
+// model its list still names, after a load or unload. Best effort, like
+// refreshSoon.
 func (h *Handler) recheck(id int64) {
 	if h.deps.Refresher == nil {
 		return
 	}
-	if _, busy := h.rechecking.LoadOrStore(id, struct{}{}); busy {
+	now := h.now()
+	h.recheckMu.Lock()
+	if last, ok := h.rechecked[id]; ok && now.Sub(last) < recheckEvery {
+		h.recheckMu.Unlock()
 		return
 	}
-	go func() {
-		defer h.rechecking.Delete(id)
-		h.refreshNode(context.Background(), id)
-	}()
+	if h.rechecked == nil {
+		h.rechecked = map[int64]time.Time{}
+	}
+	h.rechecked[id] = now
+	h.recheckMu.Unlock()
+	go h.refreshNode(context.Background(), id)
 }

@@ -57,6 +57,11 @@ type testEnv struct {
 // fronts one.
 type node interface{ URL() string }
 
+// urlOf is a node at a URL.
+type urlOf string
+
+func (u urlOf) URL() string { return string(u) }
+
 func newEnv(t *testing.T, cfg app.Config, nodes ...node) *testEnv {
 	t.Helper()
 	e := &testEnv{t: t, store: &staticStore{settings: fleet.DefaultSettings()}, board: memory.NewStatusBoard(),
@@ -528,7 +533,13 @@ func TestHeadersToAndFromNode(t *testing.T) {
 // not reach the node.
 func TestBrowserThroughProxy(t *testing.T) {
 	node := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}, CheckOrigin: true})
-	e := newEnv(t, app.Config{Auth: app.AuthConfig{CORSOrigins: []string{"https://chat.example.com"}}}, node)
+	// In front of the node, what nginx with gzip on would add.
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Vary", "Accept-Encoding")
+		node.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	e := newEnv(t, app.Config{Auth: app.AuthConfig{CORSOrigins: []string{"https://chat.example.com"}}}, urlOf(front.URL))
 	for _, origin := range []string{"https://chat.example.com", "http://localhost:3000"} {
 		req, _ := http.NewRequest("POST", e.proxy.URL+"/api/chat", strings.NewReader(`{"model":"llama3","stream":false}`))
 		req.Header.Set("Origin", origin)
@@ -538,6 +549,9 @@ func TestBrowserThroughProxy(t *testing.T) {
 		}
 		if body := readAll(t, resp); resp.StatusCode != 200 || resp.Header.Get("Access-Control-Allow-Origin") != origin {
 			t.Fatalf("%s: %d %v %q", origin, resp.StatusCode, resp.Header, body)
+		}
+		if vary := strings.Join(resp.Header.Values("Vary"), ","); !strings.Contains(vary, "Origin") || !strings.Contains(vary, "Accept-Encoding") {
+			t.Fatalf("Vary %q: want the proxy's Origin and the node's Accept-Encoding", vary)
 		}
 		if got, _, _ := node.LastRequest("/api/chat"); got.Get("Origin") != "" {
 			t.Fatalf("Origin %q reached the node", got.Get("Origin"))

@@ -347,6 +347,23 @@ func TestModelGoneFromOneNode(t *testing.T) {
 	})
 }
 
+// TestRecheckIsRateLimited: every 404 moves on and asks for a re-probe, but
+// a node answering 404 to every request (too old for the route, say) is
+// not probed once per request.
+func TestRecheckIsRateLimited(t *testing.T) {
+	a := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+	b := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+	e := newManageEnv(t, app.Config{}, app.Deps{}, a, b)
+	before := a.Requests("/") + b.Requests("/")
+	for range 100 {
+		e.do("POST", "/v1/messages", `{"model":"llama3"}`) // the fake has no such route: 404
+	}
+	time.Sleep(100 * time.Millisecond) // the re-probes are in the background
+	if n := a.Requests("/") + b.Requests("/") - before; n < 1 || n > 4 {
+		t.Fatalf("%d probes for 100 requests answered 404 within a second; want one or two per node", n)
+	}
+}
+
 // TestDroppedStreamRechecksNode: a node that cut one stream but is alive
 // is re-probed at once and serves again, rather than staying out until the
 // next pass ("no healthy nodes" in between).

@@ -50,25 +50,29 @@ func TestParseModel(t *testing.T) {
 }
 
 func TestParseRequestLoadFields(t *testing.T) {
-	for body, want := range map[string][2]bool{ // input, keepAliveZero
-		`{"model":"m"}`:                                       {false, false},
-		`{"model":"m","prompt":""}`:                           {false, false},
-		`{"model":"m","prompt":" "}`:                          {true, false},
-		`{"model":"m","messages":[ ]}`:                        {false, false},
-		`{"model":"m","messages":[{"role":"user"}]}`:          {true, false},
-		`{"model":"m","messages":null,"keep_alive":0}`:        {false, true},
-		`{"model":"m","keep_alive":0.0}`:                      {false, true},
-		`{"model":"m","Keep_Alive":"0s"}`:                     {false, true},
-		`{"model":"m","keep_alive":"0m"}`:                     {false, true},
-		`{"model":"m","keep_alive":"5m"}`:                     {false, false},
-		`{"model":"m","keep_alive":-1}`:                       {false, false},
-		`{"model":"m","keep_alive":"soon"}`:                   {false, false},
-		`{"model":"m","prompt":"hi","keep_alive":0}`:          {true, true},
-		`{"model":"m","messages":[],"prompt":"x","stream":1}`: {true, false},
+	chat, generate := route{loadsWithout: "messages"}, route{loadsWithout: "prompt"}
+	for body, want := range map[string][3]bool{ // chat load-only, generate load-only, keep_alive zero
+		`{"model":"m"}`:                                {true, true, false},
+		`{"model":"m","prompt":""}`:                    {true, true, false},
+		`{"model":"m","prompt":" "}`:                   {true, false, false},
+		`{"model":"m","messages":[ ]}`:                 {true, true, false},
+		`{"model":"m","messages":[{"role":"user"}]}`:   {false, true, false},
+		`{"model":"m","messages":null,"keep_alive":0}`: {true, true, true},
+		`{"model":"m","keep_alive":0.0}`:               {true, true, true},
+		`{"model":"m","Keep_Alive":"0s"}`:              {true, true, true},
+		`{"model":"m","keep_alive":"0m"}`:              {true, true, true},
+		`{"model":"m","keep_alive":"5m"}`:              {true, true, false},
+		`{"model":"m","keep_alive":-1}`:                {true, true, false},
+		`{"model":"m","keep_alive":"soon"}`:            {true, true, false},
+		`{"model":"m","prompt":"hi","keep_alive":0}`:   {true, false, true},
+		// A chat with messages and an empty prompt is a chat: each route
+		// looks at its own field only.
+		`{"model":"m","messages":[{"role":"user"}],"prompt":"","keep_alive":0}`: {false, true, true},
 	} {
 		f, err := parseRequest([]byte(body))
-		if err != nil || f.input != want[0] || f.keepAliveZero != want[1] {
-			t.Errorf("parseRequest(%s) = input %v, keep_alive zero %v, %v; want %v", body, f.input, f.keepAliveZero, err, want)
+		if err != nil || f.loadOnly(chat) != want[0] || f.loadOnly(generate) != want[1] || f.keepAliveZero != want[2] {
+			t.Errorf("parseRequest(%s): chat load-only %v, generate load-only %v, keep_alive zero %v, %v; want %v",
+				body, f.loadOnly(chat), f.loadOnly(generate), f.keepAliveZero, err, want)
 		}
 	}
 }

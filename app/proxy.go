@@ -28,9 +28,10 @@ type route struct {
 	// otherwise: by default on Ollama's, only with "stream":true on
 	// OpenAI's. Any other answer comes whole, once the node is done.
 	streams bool
-	// loads is set on Ollama's generate and chat, which without a prompt
-	// or messages load the model into memory, or unload it.
-	loads bool
+	// loadsWithout names the field ("prompt" on Ollama's generate,
+	// "messages" on its chat) without which a request only loads the model
+	// into memory, or unloads it.
+	loadsWithout string
 	// endsWithDone is set on OpenAI's chat and completions, whose streams
 	// end with "data: [DONE]" (the Responses API's and Anthropic's do not).
 	endsWithDone bool
@@ -42,10 +43,22 @@ type requestFields struct {
 	// stream is the body's "stream" when streamSet (a boolean; any other
 	// value is left for the node to refuse).
 	stream, streamSet bool
-	// input is set by a non-empty "prompt" or "messages". Without one, a
-	// generate or chat only loads the model into memory, or, with a
-	// keep_alive of zero, unloads it (what `ollama stop` sends).
-	input, keepAliveZero bool
+	// prompt and messages are set when those fields are not empty. Without
+	// its own (route.loadsWithout), a generate or chat only loads the model
+	// into memory, or, with a keep_alive of zero, unloads it (what `ollama
+	// stop` sends).
+	prompt, messages, keepAliveZero bool
+}
+
+// loadOnly reports whether the request only loads or unloads the model.
+func (f requestFields) loadOnly(rt route) bool {
+	switch rt.loadsWithout {
+	case "prompt":
+		return !f.prompt
+	case "messages":
+		return !f.messages
+	}
+	return false
 }
 
 // zeroKeepAlive reports whether a keep_alive value is zero as Ollama reads
@@ -151,9 +164,9 @@ func parseRequest(body []byte) (requestFields, error) {
 					f.stream, f.streamSet = false, false
 				}
 			case "prompt":
-				f.input = body[i] == '"' && valEnd-i > 2
+				f.prompt = body[i] == '"' && valEnd-i > 2
 			case "messages":
-				f.input = body[i] == '[' && body[skipSpace(body, i+1)] != ']'
+				f.messages = body[i] == '[' && body[skipSpace(body, i+1)] != ']'
 			case "keep_alive":
 				f.keepAliveZero = zeroKeepAlive(body[i:valEnd])
 			}
@@ -288,7 +301,7 @@ func (h *Handler) proxy(rt route) http.HandlerFunc {
 		if !ok {
 			return
 		}
-		loadOnly := rt.loads && !f.input
+		loadOnly := f.loadOnly(rt)
 		if loadOnly {
 			cands = h.toLoaded(r.Context(), rt, v, body, f, cands)
 		}
@@ -470,6 +483,7 @@ var skipResponseHeaders = map[string]bool{
 	"Set-Cookie": true, "Access-Control-Allow-Origin": true, "Access-Control-Allow-Credentials": true,
 	"Access-Control-Expose-Headers": true, "Access-Control-Allow-Methods": true, "Access-Control-Allow-Headers": true,
 	"Access-Control-Max-Age": true, // the proxy answers CORS (auth_cors.go)
+	"Vary":                   true, // added to the proxy's own by relay
 }
 
 // send forwards one attempt. The Host header becomes the node's (a loopback

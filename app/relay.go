@@ -40,6 +40,9 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rt route, node *
 	a := accessFrom(r.Context())
 	hdr := w.Header()
 	copyHeaders(hdr, resp.Header, skipResponseHeaders)
+	for _, v := range resp.Header["Vary"] { // the proxy's own (Origin) stay
+		hdr.Add("Vary", v)
+	}
 	hdr.Set("X-Aivonx-Node", node.Name)
 	kind := kindOf(resp.Header.Get("Content-Type"))
 	w.WriteHeader(resp.StatusCode)

@@ -25,11 +25,21 @@ func (h *Handler) routes() *http.ServeMux {
 	generates := func(p string) bool {
 		return strings.HasSuffix(p, "chat") || strings.HasSuffix(p, "generate") || strings.HasSuffix(p, "completions")
 	}
+	ollamaRoute := func(p string) route {
+		rt := route{upstream: p, streams: generates(p)}
+		switch p {
+		case "/api/chat":
+			rt.loadsWithout = "messages"
+		case "/api/generate":
+			rt.loadsWithout = "prompt"
+		}
+		return rt
+	}
 	for _, p := range []string{"/api/chat", "/api/generate", "/api/embed", "/api/embeddings", "/api/show"} {
-		inference("POST "+p, ollamaDialect, h.proxy(route{upstream: p, streams: generates(p), loads: generates(p)}))
+		inference("POST "+p, ollamaDialect, h.proxy(ollamaRoute(p)))
 	}
 	for _, p := range []string{"chat", "generate", "embed", "embeddings"} {
-		inference("POST /api/proxy/"+p, ollamaDialect, h.proxy(route{upstream: "/api/" + p, streams: generates(p), loads: generates(p)}))
+		inference("POST /api/proxy/"+p, ollamaDialect, h.proxy(ollamaRoute("/api/"+p)))
 	}
 	// OpenAI-compatible routes.
 	for _, p := range []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings"} {

@@ -213,6 +213,7 @@ func (w *Worker) probe(ctx context.Context, n fleet.Node, prev fleet.Status, kno
 		next.Latency = 0
 		return next
 	}
+	next.PassedAt = next.CheckedAt
 	next.Latency = latency
 
 	var ps struct {

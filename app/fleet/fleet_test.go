@@ -350,11 +350,15 @@ func TestMarkHolds(t *testing.T) {
 		st   fleet.Status
 		want bool
 	}{
-		{"CheckedBefore", fleet.Status{Healthy: true, CheckedAt: marked.Add(-time.Second), Passes: 3}, true},
-		{"PassedSince", fleet.Status{Healthy: true, CheckedAt: marked.Add(time.Second), Passes: 4}, false},
+		{"CheckedBefore", fleet.Status{Healthy: true, CheckedAt: marked.Add(-time.Second), PassedAt: marked.Add(-time.Second), Passes: 3}, true},
+		{"PassedSince", fleet.Status{Healthy: true, CheckedAt: marked.Add(time.Second), PassedAt: marked.Add(time.Second), Passes: 4}, false},
 		// Still healthy under the fall threshold, but the check failed: the
 		// node stays out.
-		{"FailedSince", fleet.Status{Healthy: true, CheckedAt: marked.Add(time.Second), Fails: 1}, true},
+		{"FailedSince", fleet.Status{Healthy: true, CheckedAt: marked.Add(time.Second), PassedAt: marked.Add(-time.Second), Fails: 1}, true},
+		// A check passed after the mark, then one failed (under the fall
+		// threshold): the mark was lifted and does not come back.
+		{"PassedThenFailed", fleet.Status{Healthy: true, CheckedAt: marked.Add(2 * time.Second), PassedAt: marked.Add(time.Second), Fails: 1}, false},
+		{"NoPassKnown", fleet.Status{Healthy: true, CheckedAt: marked.Add(time.Second)}, true},
 	} {
 		if got := fleet.MarkHolds(marked, tt.st); got != tt.want {
 			t.Errorf("%s: MarkHolds = %v, want %v", tt.name, got, tt.want)

@@ -21,9 +21,11 @@ type Status struct {
 	Models []Model `json:"models"`
 	Loaded []Model `json:"loaded"`
 	// CheckedAt is when the last liveness probe finished; ModelsCheckedAt
-	// when Models were last refreshed successfully.
+	// when Models were last refreshed successfully; PassedAt when a probe
+	// last passed (zero if none is known).
 	CheckedAt       time.Time `json:"checked_at"`
 	ModelsCheckedAt time.Time `json:"models_checked_at"`
+	PassedAt        time.Time `json:"passed_at"`
 	// Reason says why the node is unhealthy ("connection refused",
 	// "HTTP 403: host check or auth"); empty when healthy.
 	Reason string `json:"reason,omitempty"`
@@ -49,11 +51,12 @@ func LastPass(statuses []Status) time.Time {
 }
 
 // MarkHolds reports whether a passive "unreachable" mark taken at markedAt
-// still keeps the node out, given its status: until a check newer than the
-// mark passes. A check that failed does not lift it, even while the fall
-// threshold still calls the node healthy.
+// still keeps the node out, given its status: until a check after the mark
+// passes. A check that failed does not lift it, even while the fall
+// threshold still calls the node healthy, and a failure after a passed
+// check does not bring it back.
 func MarkHolds(markedAt time.Time, st Status) bool {
-	return markedAt.After(st.CheckedAt) || st.Fails > 0
+	return !st.PassedAt.After(markedAt)
 }
 
 // Fresh reports whether the status was checked within maxAge of now.

@@ -379,8 +379,14 @@ func maskURL(raw string) string {
 	if raw == "" {
 		return "(unset)"
 	}
+	scheme := ""
 	if !strings.Contains(raw, "://") {
-		return dsnPassword.ReplaceAllString(raw, "${1}***")
+		if !strings.ContainsAny(raw, "@") || strings.Contains(raw, "=") {
+			return dsnPassword.ReplaceAllString(raw, "${1}***")
+		}
+		// user:password@host with no scheme, as --node takes it.
+		scheme = "http://"
+		raw = scheme + raw
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -398,7 +404,7 @@ func maskURL(raw string) string {
 		}
 		u.RawQuery = q.Encode()
 	}
-	return strings.ReplaceAll(u.String(), mask, "***")
+	return strings.TrimPrefix(strings.ReplaceAll(u.String(), mask, "***"), scheme)
 }
 
 // dsnPassword is a password=value pair of a key=value connection string,

@@ -124,7 +124,8 @@ func TestMaskURL(t *testing.T) {
 		"postgres://db/aivonx":                                             "postgres://db/aivonx",
 		"host=db user=app password=SuperSecret123 dbname=aivonx":           "host=db user=app password=*** dbname=aivonx",
 		"host=db password = 'with \\' quote and space' sslpassword=k":      "host=db password = *** sslpassword=***",
-		"": "(unset)",
+		"admin:hunter2@10.0.0.5:11434":                                     "admin:***@10.0.0.5:11434",
+		"":                                                                 "(unset)",
 	} {
 		if got := maskURL(raw); got != want {
 			t.Errorf("maskURL(%q) = %q, want %q", raw, got, want)

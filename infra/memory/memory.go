@@ -50,13 +50,18 @@ func (b *StatusBoard) Statuses(context.Context) ([]fleet.Status, error) {
 	return out, nil
 }
 
-// WriteStatuses replaces the board with one pass. Marks that a check
-// passed since supersedes are dropped.
+// WriteStatuses replaces the board with one pass; per node the newest
+// check wins, so that a re-probe written late never undoes a newer pass.
+// Marks that a check passed since supersedes are dropped.
 func (b *StatusBoard) WriteStatuses(_ context.Context, statuses []fleet.Status) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	old := b.statuses
 	b.statuses = make(map[int64]fleet.Status, len(statuses))
 	for _, s := range statuses {
+		if o, ok := old[s.NodeID]; ok && o.CheckedAt.After(s.CheckedAt) {
+			s = o
+		}
 		b.statuses[s.NodeID] = s
 		if m, ok := b.marks[s.NodeID]; ok && !fleet.MarkHolds(m.at, s) {
 			delete(b.marks, s.NodeID)

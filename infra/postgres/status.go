@@ -23,6 +23,7 @@ type statusRow struct {
 	Loaded          []byte     `db:"loaded"`
 	CheckedAt       *time.Time `db:"checked_at"`
 	ModelsCheckedAt *time.Time `db:"models_checked_at"`
+	PassedAt        *time.Time `db:"passed_at"`
 	Reason          string     `db:"reason"`
 	Passes          int        `db:"passes"`
 	Fails           int        `db:"fails"`
@@ -33,7 +34,7 @@ type statusRow struct {
 // survives a Redis loss; it carries no unreachable marks.
 func (s *Store) Statuses(ctx context.Context) ([]fleet.Status, error) {
 	const q = `SELECT node_id, healthy, latency_ns, version, models, loaded,
-			checked_at, models_checked_at, reason, passes, fails
+			checked_at, models_checked_at, passed_at, reason, passes, fails
 		FROM node_status ORDER BY node_id`
 	rows, _ := s.pool.Query(ctx, q)
 	rs, err := pgx.CollectRows(rows, pgx.RowToStructByName[statusRow])
@@ -57,6 +58,9 @@ func (s *Store) Statuses(ctx context.Context) ([]fleet.Status, error) {
 		if r.ModelsCheckedAt != nil {
 			st.ModelsCheckedAt = *r.ModelsCheckedAt
 		}
+		if r.PassedAt != nil {
+			st.PassedAt = *r.PassedAt
+		}
 		if st.Models, err = decodeModels(r.Models); err != nil {
 			return nil, fmt.Errorf("list statuses: node %d: models: %w", r.NodeID, err)
 		}
@@ -69,26 +73,29 @@ func (s *Store) Statuses(ctx context.Context) ([]fleet.Status, error) {
 }
 
 // WriteStatuses stores a pass: the status of each node in statuses replaces
-// the node's previous one, in one statement. Statuses of nodes that do not
+// the node's previous one unless that one was checked later (a replica's
+// re-probe of another node carries the statuses it read before probing,
+// and must not undo a newer pass), in one statement. Statuses of nodes that do not
 // exist (deleted since the pass began) are ignored; so are the earlier of
 // two statuses for one node. Nodes absent from statuses keep their status.
 // Models are stored as jsonb, which keeps each object's content but not its
 // key order or spacing.
 func (s *Store) WriteStatuses(ctx context.Context, statuses []fleet.Status) error {
 	const q = `INSERT INTO node_status AS ns (node_id, healthy, latency_ns, version, models, loaded,
-			checked_at, models_checked_at, reason, passes, fails)
+			checked_at, models_checked_at, passed_at, reason, passes, fails)
 		SELECT s.node_id, s.healthy, s.latency_ns, s.version, s.models::jsonb, s.loaded::jsonb,
-			s.checked_at, s.models_checked_at, s.reason, s.passes, s.fails
+			s.checked_at, s.models_checked_at, s.passed_at, s.reason, s.passes, s.fails
 		FROM unnest($1::bigint[], $2::boolean[], $3::bigint[], $4::text[], $5::text[], $6::text[],
-				$7::timestamptz[], $8::timestamptz[], $9::text[], $10::integer[], $11::integer[])
+				$7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::text[], $11::integer[], $12::integer[])
 			AS s(node_id, healthy, latency_ns, version, models, loaded,
-				checked_at, models_checked_at, reason, passes, fails)
+				checked_at, models_checked_at, passed_at, reason, passes, fails)
 		JOIN nodes n ON n.id = s.node_id
 		ON CONFLICT (node_id) DO UPDATE SET
 			healthy = excluded.healthy, latency_ns = excluded.latency_ns, version = excluded.version,
 			models = excluded.models, loaded = excluded.loaded, checked_at = excluded.checked_at,
-			models_checked_at = excluded.models_checked_at, reason = excluded.reason,
-			passes = excluded.passes, fails = excluded.fails`
+			models_checked_at = excluded.models_checked_at, passed_at = excluded.passed_at,
+			reason = excluded.reason, passes = excluded.passes, fails = excluded.fails
+		WHERE ns.checked_at IS NULL OR excluded.checked_at >= ns.checked_at`
 	if len(statuses) == 0 {
 		return nil
 	}
@@ -107,6 +114,7 @@ func (s *Store) WriteStatuses(ctx context.Context, statuses []fleet.Status) erro
 		models, loaded = make([]string, 0, n), make([]string, 0, n)
 		checked        = make([]pgtype.Timestamptz, 0, n)
 		modelsChecked  = make([]pgtype.Timestamptz, 0, n)
+		passed         = make([]pgtype.Timestamptz, 0, n)
 		reason         = make([]string, 0, n)
 		passes, fails  = make([]int32, 0, n), make([]int32, 0, n)
 	)
@@ -129,6 +137,7 @@ func (s *Store) WriteStatuses(ctx context.Context, statuses []fleet.Status) erro
 		models, loaded = append(models, m), append(loaded, l)
 		checked = append(checked, timestamptz(st.CheckedAt))
 		modelsChecked = append(modelsChecked, timestamptz(st.ModelsCheckedAt))
+		passed = append(passed, timestamptz(st.PassedAt))
 		reason = append(reason, st.Reason)
 		passes, fails = append(passes, int32(st.Passes)), append(fails, int32(st.Fails))
 	}
@@ -137,7 +146,7 @@ func (s *Store) WriteStatuses(ctx context.Context, statuses []fleet.Status) erro
 	// statement with 23503; run it again, now without that node.
 	for attempt := 0; attempt < 3; attempt++ {
 		_, err = s.pool.Exec(ctx, q, ids, healthy, latency, version, models, loaded,
-			checked, modelsChecked, reason, passes, fails)
+			checked, modelsChecked, passed, reason, passes, fails)
 		var pgErr *pgconn.PgError
 		if !errors.As(err, &pgErr) || pgErr.Code != "23503" {
 			break

@@ -66,6 +66,7 @@ func TestStore_Statuses(t *testing.T) {
 			Loaded:          []fleet.Model{model(t, `{"name":"llama3:latest","size_vram":123}`)},
 			CheckedAt:       now,
 			ModelsCheckedAt: now.Add(-time.Minute),
+			PassedAt:        now,
 			Passes:          5,
 		},
 		{NodeID: a.ID + b.ID + 100, Healthy: true, CheckedAt: now}, // no such node: ignored
@@ -82,7 +83,7 @@ func TestStore_Statuses(t *testing.T) {
 	}
 	ga, wa := got[0], pass[1]
 	if !ga.Healthy || ga.Latency != wa.Latency || ga.Version != wa.Version || !ga.CheckedAt.Equal(wa.CheckedAt) ||
-		!ga.ModelsCheckedAt.Equal(wa.ModelsCheckedAt) || ga.Passes != 5 || ga.Fails != 0 || ga.Reason != "" {
+		!ga.ModelsCheckedAt.Equal(wa.ModelsCheckedAt) || !ga.PassedAt.Equal(wa.PassedAt) || ga.Passes != 5 || ga.Fails != 0 || ga.Reason != "" {
 		t.Errorf("status of a = %+v\nwant %+v", ga, wa)
 	}
 	if !sameJSON(t, ga.Models, wa.Models) || !sameJSON(t, ga.Loaded, wa.Loaded) || ga.Models[0].Name != "llama3:latest" ||
@@ -91,7 +92,7 @@ func TestStore_Statuses(t *testing.T) {
 	}
 	gb := got[1]
 	if gb.Healthy || gb.Reason != "connection refused" || gb.Fails != 3 || gb.Models != nil || gb.Loaded != nil ||
-		!gb.ModelsCheckedAt.IsZero() || !gb.CheckedAt.Equal(now) {
+		!gb.ModelsCheckedAt.IsZero() || !gb.PassedAt.IsZero() || !gb.CheckedAt.Equal(now) {
 		t.Errorf("status of b = %+v", gb)
 	}
 
@@ -109,6 +110,14 @@ func TestStore_Statuses(t *testing.T) {
 		}
 		if !got[0].Healthy || got[0].Passes != 5 {
 			t.Errorf("a node absent from a pass lost its status: %+v", got[0])
+		}
+		// A replica's re-probe of another node, written late, carries what
+		// it read before: it must not undo this newer status.
+		if err := s.WriteStatuses(ctx, []fleet.Status{{NodeID: b.ID, Healthy: false, Reason: "old", CheckedAt: now, Fails: 3}}); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.Statuses(ctx); err != nil || !got[1].Healthy || !got[1].CheckedAt.Equal(later) {
+			t.Fatalf("an older status replaced a newer one: %+v, %v", got, err)
 		}
 	})
 

@@ -128,31 +128,59 @@ func parseMark(v string) (time.Time, string, bool) {
 
 // WriteStatuses replaces the last pass with statuses (stored ordered by
 // node ID), as one value that expires after the TTL, and records the pass's
-// time (see [StatusCache.LastPass]). Errors wrap fleet.ErrUnavailable
-// when Redis cannot be reached.
+// time (see [StatusCache.LastPass]). Per node the newest check wins: a
+// status older than the one stored for its node (a replica's re-probe of
+// another node, which carries the statuses it read before probing) keeps
+// the stored one, so that it never undoes a newer pass. Nodes absent from
+// statuses are dropped (deleted). Errors wrap fleet.ErrUnavailable when
+// Redis cannot be reached.
 func (c *StatusCache) WriteStatuses(ctx context.Context, statuses []fleet.Status) error {
 	now := time.Now()
-	sorted := slices.Clone(statuses)
-	if sorted == nil {
-		sorted = []fleet.Status{}
+	key := c.passKey()
+	write := func(tx *goredis.Tx) error {
+		stored := map[int64]fleet.Status{}
+		if raw, err := tx.Get(ctx, key).Bytes(); err == nil {
+			var p pass
+			if json.Unmarshal(raw, &p) == nil {
+				for _, st := range p.Statuses {
+					stored[st.NodeID] = st
+				}
+			}
+		} else if !errors.Is(err, goredis.Nil) {
+			return err
+		}
+		merged := make([]fleet.Status, 0, len(statuses))
+		for _, st := range statuses {
+			if old, ok := stored[st.NodeID]; ok && old.CheckedAt.After(st.CheckedAt) {
+				st = old
+			}
+			merged = append(merged, st)
+		}
+		slices.SortStableFunc(merged, func(a, b fleet.Status) int { return cmp.Compare(a.NodeID, b.NodeID) })
+		raw, err := json.Marshal(pass{WrittenAt: now, Statuses: merged})
+		if err != nil {
+			return err
+		}
+		// The pass's time is that of its oldest check: a write after one
+		// node's re-probe carries the others' older checks and must not
+		// make a stopped worker look alive.
+		passTime := fleet.LastPass(merged)
+		if passTime.IsZero() {
+			passTime = now // a pass over no node
+		}
+		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+			p.Set(ctx, key, raw, c.ttl)
+			p.Set(ctx, c.passTimeKey(), passTime.UnixMilli(), lastPassTTL)
+			return nil
+		})
+		return err
 	}
-	slices.SortStableFunc(sorted, func(a, b fleet.Status) int { return cmp.Compare(a.NodeID, b.NodeID) })
-	raw, err := json.Marshal(pass{WrittenAt: now, Statuses: sorted})
-	if err != nil {
-		return fmt.Errorf("write statuses: %w", err)
+	var err error
+	for range 5 { // another writer between the read and the write: again
+		if err = c.client.Watch(ctx, write, key); !errors.Is(err, goredis.TxFailedErr) {
+			break
+		}
 	}
-	// The pass's time is that of its oldest check: a write after one
-	// node's re-probe carries the others' older checks and must not make
-	// a stopped worker look alive.
-	passTime := fleet.LastPass(sorted)
-	if passTime.IsZero() {
-		passTime = now // a pass over no node
-	}
-	_, err = c.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-		p.Set(ctx, c.passKey(), raw, c.ttl)
-		p.Set(ctx, c.passTimeKey(), passTime.UnixMilli(), lastPassTTL)
-		return nil
-	})
 	return translate("write statuses", err)
 }
 

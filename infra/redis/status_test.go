@@ -47,7 +47,7 @@ func TestStatusCache(t *testing.T) {
 		{
 			NodeID: 1, Healthy: true, Latency: 1234567, Version: "0.17.4",
 			Models: []fleet.Model{model(t, raw)}, Loaded: []fleet.Model{model(t, `{"name":"llama3:latest"}`)},
-			CheckedAt: now, ModelsCheckedAt: now.Add(-time.Minute), Passes: 5,
+			CheckedAt: now, ModelsCheckedAt: now.Add(-time.Minute), PassedAt: now, Passes: 5,
 		},
 	}
 
@@ -60,7 +60,7 @@ func TestStatusCache(t *testing.T) {
 			t.Fatalf("Statuses = %+v, %v; want nodes 1 and 2 in order", got, err)
 		}
 		g, w := got[0], pass[1]
-		if !g.Healthy || g.Latency != w.Latency || g.Version != w.Version || !g.CheckedAt.Equal(w.CheckedAt) ||
+		if !g.Healthy || g.Latency != w.Latency || g.Version != w.Version || !g.CheckedAt.Equal(w.CheckedAt) || !g.PassedAt.Equal(w.PassedAt) ||
 			!g.ModelsCheckedAt.Equal(w.ModelsCheckedAt) || g.Passes != 5 || len(g.Models) != 1 || len(g.Loaded) != 1 {
 			t.Errorf("status 1 = %+v\nwant %+v", g, w)
 		}
@@ -77,19 +77,6 @@ func TestStatusCache(t *testing.T) {
 		}
 		if pttl := c.PTTL(ctx, prefix+"fleet").Val(); pttl <= 0 || pttl > ttl {
 			t.Errorf("TTL of the pass = %v, want (0, %v]", pttl, ttl)
-		}
-	})
-
-	t.Run("OneNodeReprobedIsNotAPass", func(t *testing.T) {
-		// What a write after re-probing node 2 alone carries: node 1's
-		// check of the last pass. The pass is as old as that.
-		partial := []fleet.Status{{NodeID: 1, Healthy: true, CheckedAt: now.Add(-time.Minute)}, {NodeID: 2, Healthy: true, CheckedAt: now}}
-		if err := sc.WriteStatuses(ctx, partial); err != nil {
-			t.Fatal(err)
-		}
-		defer sc.WriteStatuses(ctx, pass) // what the subtests below expect
-		if at, err := sc.LastPass(ctx); err != nil || !at.Equal(now.Add(-time.Minute).Truncate(time.Millisecond)) {
-			t.Errorf("LastPass = %v, %v; want node 1's check, %v", at, err, now.Add(-time.Minute))
 		}
 	})
 
@@ -114,7 +101,7 @@ func TestStatusCache(t *testing.T) {
 		// Still healthy under a fall threshold of 2, but the check failed:
 		// the node stays out until one passes.
 		failed := pass[1]
-		failed.CheckedAt, failed.Passes, failed.Fails = time.Now().Add(time.Millisecond), 0, 1
+		failed.CheckedAt, failed.Passes, failed.Fails = time.Now().Add(time.Millisecond), 0, 1 // PassedAt stays before the mark
 		if err := sc.WriteStatuses(ctx, []fleet.Status{failed}); err != nil {
 			t.Fatal(err)
 		}
@@ -127,12 +114,57 @@ func TestStatusCache(t *testing.T) {
 	t.Run("NewerCheckClearsMark", func(t *testing.T) {
 		later := pass[1]
 		later.CheckedAt = time.Now().Add(time.Millisecond)
+		later.PassedAt = later.CheckedAt
 		if err := sc.WriteStatuses(ctx, []fleet.Status{later}); err != nil {
 			t.Fatal(err)
 		}
 		got, err := sc.Statuses(ctx)
 		if err != nil || len(got) != 1 || !got[0].Healthy || got[0].Reason != "" {
 			t.Fatalf("Statuses = %+v, %v; want node 1 healthy: its check is newer than the mark", got, err)
+		}
+		// One failed check after that (under the fall threshold) does not
+		// bring the lifted mark back for the rest of its TTL.
+		failed := later
+		failed.CheckedAt, failed.Passes, failed.Fails = later.CheckedAt.Add(time.Millisecond), 0, 1
+		if err := sc.WriteStatuses(ctx, []fleet.Status{failed}); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := sc.Statuses(ctx); err != nil || len(got) != 1 || !got[0].Healthy {
+			t.Fatalf("Statuses = %+v, %v; want node 1 still healthy: a check passed after the mark", got, err)
+		}
+	})
+
+	// A replica re-probes node 2 and writes what it read before probing,
+	// while the worker wrote a newer pass meanwhile: the newer check of
+	// each node wins, and the pass's time is its oldest check.
+	t.Run("ReprobeNeverUndoesANewerPass", func(t *testing.T) {
+		base := time.Now().Add(time.Minute).Truncate(time.Millisecond)
+		read := []fleet.Status{{NodeID: 1, Healthy: true, CheckedAt: base, PassedAt: base}, {NodeID: 2, Healthy: true, CheckedAt: base, PassedAt: base}}
+		if err := sc.WriteStatuses(ctx, read); err != nil {
+			t.Fatal(err)
+		}
+		newer := []fleet.Status{{NodeID: 1, Healthy: false, Reason: "connection refused", CheckedAt: base.Add(time.Second), Fails: 2},
+			{NodeID: 2, Healthy: true, CheckedAt: base.Add(time.Second), PassedAt: base.Add(time.Second)}}
+		if err := sc.WriteStatuses(ctx, newer); err != nil { // the worker's pass
+			t.Fatal(err)
+		}
+		reprobed := []fleet.Status{read[0], {NodeID: 2, Healthy: true, CheckedAt: base.Add(2 * time.Second), PassedAt: base.Add(2 * time.Second)}}
+		if err := sc.WriteStatuses(ctx, reprobed); err != nil { // the replica's, late
+			t.Fatal(err)
+		}
+		got, err := sc.Statuses(ctx)
+		if err != nil || len(got) != 2 || got[0].Healthy || !got[0].CheckedAt.Equal(base.Add(time.Second)) || !got[1].CheckedAt.Equal(base.Add(2*time.Second)) {
+			t.Fatalf("Statuses = %+v, %v; want node 1 as the worker found it (down), node 2 as re-probed", got, err)
+		}
+		if at, err := sc.LastPass(ctx); err != nil || !at.Equal(base.Add(time.Second)) {
+			t.Errorf("LastPass = %v, %v; want the oldest check, %v", at, err, base.Add(time.Second))
+		}
+		// A pass without node 1 (deleted) drops it.
+		if err := sc.WriteStatuses(ctx, reprobed[1:]); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := sc.Statuses(ctx); err != nil || len(got) != 1 || got[0].NodeID != 2 {
+			t.Fatalf("Statuses = %+v, %v; want node 2 alone", got, err)
 		}
 	})
 
