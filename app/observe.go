@@ -314,7 +314,8 @@ func (q *logQuery) match(line []byte) (logEntry, time.Time, bool) {
 			return logEntry{}, t, false
 		}
 	}
-	if q.query != "" && !strings.Contains(strings.ToLower(e.Msg), q.query) {
+	if q.query != "" && !strings.Contains(strings.ToLower(e.Msg), q.query) && !containsIn(m, q.query) {
+		// Also as JSON, so that "status":502 finds what it says.
 		var attrs bytes.Buffer
 		enc := json.NewEncoder(&attrs)
 		enc.SetEscapeHTML(false)
@@ -324,6 +325,31 @@ func (q *logQuery) match(line []byte) (logEntry, time.Time, bool) {
 		}
 	}
 	return e, t, true
+}
+
+// containsIn reports whether the lower-case q is in a key or a value of v
+// as text: a field that reads lab "gpu" box is found by that query, which
+// its JSON form (lab \"gpu\" box) would not match.
+func containsIn(v any, q string) bool {
+	switch x := v.(type) {
+	case string:
+		return strings.Contains(strings.ToLower(x), q)
+	case json.Number:
+		return strings.Contains(string(x), q)
+	case map[string]any:
+		for k, e := range x {
+			if strings.Contains(strings.ToLower(k), q) || containsIn(e, q) {
+				return true
+			}
+		}
+	case []any:
+		for _, e := range x {
+			if containsIn(e, q) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // lineTime reads the "time" of a slog JSON line without decoding it all.

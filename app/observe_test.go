@@ -39,7 +39,7 @@ func TestLogs(t *testing.T) {
 		logLine(at(3), "INFO", "request", `"method":"GET","path":"/api/tags","status":200`),
 		"not json at all",
 		logLine(at(4), "ERROR", "panic serving request", `"path":"/api/chat"`),
-		logLine(at(5), "INFO", "node healthy", `"node":"GPU-1"`),
+		logLine(at(5), "INFO", "node healthy", `"node":"GPU-1","reason":"lab \"gpu\" box \\ 2"`),
 		logLine(at(6), "WARN", "request", `"method":"POST","path":"/api/chat","status":502,"err":"Ünïcode <b>"`),
 		logLine(at(7), "DEBUG", "refresh", ``),
 	}
@@ -69,9 +69,11 @@ func TestLogs(t *testing.T) {
 		{"source=access", []string{"request", "request", "request"}},
 		{"source=proxy&level=warn,error", []string{"panic serving request", "node unhealthy"}},
 		{"level=WARNING", []string{"request", "node unhealthy"}},
-		{"query=gpu-1", []string{"node healthy", "node unhealthy"}},      // attrs, any case
-		{"query=PANIC", []string{"panic serving request"}},               // message
-		{"query=" + url.QueryEscape("ÜNÏCODE <b>"), []string{"request"}}, // non-ASCII and HTML
+		{"query=gpu-1", []string{"node healthy", "node unhealthy"}},                 // attrs, any case
+		{"query=PANIC", []string{"panic serving request"}},                          // message
+		{"query=" + url.QueryEscape("ÜNÏCODE <b>"), []string{"request"}},            // non-ASCII and HTML
+		{"query=" + url.QueryEscape(`lab "gpu" box \ 2`), []string{"node healthy"}}, // as shown, not as JSON escapes it
+		{"query=" + url.QueryEscape(`"status":502`), []string{"request"}},           // as JSON, too
 		{"start=2026-03-01T10:02:00Z&end=2026-03-01T10:04:00Z", []string{"panic serving request", "request", "request"}},
 		{"start=2026-03-01+18:05:00", []string{"refresh", "request", "node healthy"}}, // Taipei local time
 		{"end=2026-03-01T11:02:30%2B01:00", []string{"request", "node unhealthy", "listening"}},

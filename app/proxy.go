@@ -423,6 +423,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, rt route, v *v
 		if err != nil {
 			release()
 			if ctx.Err() != nil {
+				a.node = node.Name   // the node it was waiting for, in the history
 				return nil, nil, nil // the client went away; nobody to answer
 			}
 			if errors.Is(err, errFirstByteTimeout) {
@@ -432,7 +433,8 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, rt route, v *v
 			if !errors.Is(err, errBusy) && !errors.Is(err, errModelGone) {
 				h.markUnreachable(ctx, *node, err)
 			}
-			lastErr = err
+			lastErr = &unansweredError{node: node.Name, err: err}
+			a.node = node.Name // the last one tried, when none answers
 			a.retries++
 			cands = append(cands[:i:i], cands[i+1:]...)
 			ids = append(ids[:i:i], ids[i+1:]...)
@@ -459,6 +461,15 @@ func (h *Handler) answerNoNode(w http.ResponseWriter, rt route, a *access, lastE
 	a.err = lastErr
 	writeError(w, rt.dialect, http.StatusBadGateway, "no node could serve the request: "+shortReason(lastErr))
 }
+
+// unansweredError is a node's failure to answer, naming the node.
+type unansweredError struct {
+	node string
+	err  error
+}
+
+func (e *unansweredError) Error() string { return "node " + e.node + ": " + shortReason(e.err) }
+func (e *unansweredError) Unwrap() error { return e.err }
 
 var (
 	errBusy             = errors.New("node busy")

@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"strconv"
@@ -72,6 +73,7 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rt route, node *
 		}
 		h.bufs.Put(bp)
 		if werr != nil {
+			a.err = errClientGone
 			return // the client is gone; closing the body cancels the node
 		}
 		// Flush every chunk of a stream at once, except one that came with
@@ -85,6 +87,7 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rt route, node *
 		}
 		if rerr != nil {
 			if r.Context().Err() != nil {
+				a.err = errClientGone
 				return // the client cancelled; the node was cancelled with it
 			}
 			h.streamFailed(w, r, rt, node, kind, lastNewline, rerr)
@@ -103,6 +106,10 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rt route, node *
 }
 
 var sseDone = []byte("data: [DONE]")
+
+// errClientGone is what the history says of a response the client stopped
+// reading: its status went out, the rest of it did not.
+var errClientGone = errors.New("the client went away mid-response")
 
 // streamFailed reports a node failure after the response started.
 func (h *Handler) streamFailed(w http.ResponseWriter, r *http.Request, rt route, node *fleet.Node, kind streamKind, lastNewline bool, cause error) {

@@ -1,12 +1,14 @@
 package app_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"slices"
@@ -31,7 +33,8 @@ import (
 // embedded store (or the given request log), in front of two fake nodes.
 type requestsEnv struct {
 	*authEnv
-	admin string // an admin's access token
+	admin        string // an admin's access token
+	nodeA, nodeB *fakeollama.Server
 }
 
 func newRequestsEnv(t *testing.T, obs app.ObserveConfig, requests app.RequestLog) *requestsEnv {
@@ -74,7 +77,7 @@ func newRequestsEnv(t *testing.T, obs app.ObserveConfig, requests app.RequestLog
 		h.FlushRequests(context.Background())
 		store.Close()
 	})
-	e := &requestsEnv{authEnv: &authEnv{t: t, url: srv.URL, store: store, h: h}}
+	e := &requestsEnv{authEnv: &authEnv{t: t, url: srv.URL, store: store, h: h}, nodeA: nodeA, nodeB: nodeB}
 	hash, _ := bcrypt.GenerateFromPassword([]byte("correct horse"), bcrypt.MinCost)
 	if _, err := store.CreateUser(ctx, account.User{Username: "alice", Role: account.RoleAdmin, PasswordHash: string(hash)}); err != nil {
 		t.Fatal(err)
@@ -238,6 +241,53 @@ func TestRequestLog(t *testing.T) {
 		resp, got = e.do("GET", "/api/requests", "", "Authorization", "Bearer "+key)
 		expect(t, resp, got, 401, `"error"`) // an API key is not a login
 	})
+}
+
+// TestRequestLogFailures: a stream the client stopped reading is not
+// recorded as a clean answer, and a request no node answered names the
+// node that failed, so that the history can be searched by node.
+func TestRequestLogFailures(t *testing.T) {
+	t.Parallel()
+	e := newRequestsEnv(t, app.ObserveConfig{}, nil)
+	e.nodeA.SetTokenDelay(100 * time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "POST", e.url+"/api/chat", strings.NewReader(`{"model":"llama3","messages":[{"role":"user","content":"hi"}]}`))
+	req.Header.Set("X-Request-Id", "left")
+	resp, err := testClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bufio.NewReader(resp.Body).ReadBytes('\n'); err != nil {
+		t.Fatal(err)
+	}
+	cancel() // after the first token
+	resp.Body.Close()
+
+	e.nodeB.Stop()
+	resp2, got := e.do("POST", "/api/chat", `{"model":"qwen2.5:0.5b","messages":[{"role":"user","content":"hi"}]}`, "X-Request-Id", "refused")
+	expect(t, resp2, got, 502, "nodeB")
+
+	var left, refused history.Record
+	waitFor(t, "both records", func() bool {
+		for _, r := range e.requests("limit=10").Results {
+			switch r.RequestID {
+			case "left":
+				left = r
+			case "refused":
+				refused = r
+			}
+		}
+		return left.RequestID != "" && refused.RequestID != ""
+	})
+	if left.Status != 200 || left.Node != "nodeA" || !strings.Contains(left.Error, "client went away") {
+		t.Errorf("abandoned stream recorded as %+v", left)
+	}
+	if refused.Status != 502 || refused.Node != "nodeB" || !strings.Contains(refused.Error, "nodeB") {
+		t.Errorf("refused request recorded as %+v", refused)
+	}
+	if p := e.requests("node=nodeB&limit=10"); len(p.Results) != 1 || p.Results[0].RequestID != "refused" {
+		t.Errorf("the node filter finds %v", paths(p))
+	}
 }
 
 func TestRequestLogNotConfigured(t *testing.T) {
