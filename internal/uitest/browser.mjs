@@ -144,6 +144,19 @@ try {
     await page.bringToFront();
   });
 
+  // Latency changes with every health check (each second here): the
+  // page's polls must not redraw the row under the keyboard focus.
+  await step("nodes-keep-focus", async () => {
+    await page.goto(`${BASE}/ui/nodes`);
+    const name = page.locator("#nodes-body tr .node-name").first();
+    await name.waitFor();
+    await name.focus();
+    await page.evaluate(() => document.activeElement.setAttribute("data-focused", "1"));
+    await page.waitForTimeout(6500); // two polls
+    const kept = await page.evaluate(() => document.activeElement && document.activeElement.getAttribute("data-focused") === "1");
+    assert(kept, "the keyboard focus was lost to a redraw");
+  });
+
   await step("pull", async () => {
     await page.goto(`${BASE}/ui/models`);
     await page.locator("#pull-target option", { hasText: "gpu-02" }).waitFor({ state: "attached" });
@@ -235,6 +248,15 @@ try {
     await page.check("#req-auto");
     await page.locator("#req-live").waitFor();
     await page.uncheck("#req-auto");
+    // A shared link's filters are kept, even a value the lists lack.
+    await page.goto(`${BASE}/ui/requests?status=502&limit=10`);
+    await page.waitForFunction(() => {
+      const first = document.querySelector("#requests-body tr");
+      return first && first.textContent !== "Loading…";
+    });
+    assert((await page.inputValue("#req-status")) === "502", `status filter ${await page.inputValue("#req-status")}`);
+    assert((await page.inputValue("#req-limit")) === "10", `limit ${await page.inputValue("#req-limit")}`);
+    assert(/status=502/.test(page.url()) && /limit=10/.test(page.url()), `the address lost its filters: ${page.url()}`);
   });
 
   await step("xss-node-name", async () => {
@@ -329,6 +351,14 @@ try {
     const err = await page.$$eval("#logs-body tr.empty", (rs) => rs.map((r) => r.textContent).join(""));
     assert(!err.startsWith("Could not"), err);
     assert((await page.locator("#logs-body .level").count()) > 0, "no log lines shown");
+    // A level in the address, in the lower case the docs use, is kept.
+    await page.goto(`${BASE}/ui/logs?level=warn`);
+    await page.waitForFunction(() => {
+      const first = document.querySelector("#logs-body tr");
+      return first && first.textContent !== "Loading…";
+    });
+    assert((await page.inputValue("#log-level")) === "WARN", `level filter ${await page.inputValue("#log-level")}`);
+    assert(/level=warn/i.test(page.url()), `the address lost its level: ${page.url()}`);
     // Filter by level: every line shown has it.
     await page.selectOption("#log-level", "INFO");
     await page.waitForFunction(() => [...document.querySelectorAll("#logs-body .level")].every((l) => l.textContent === "INFO"));

@@ -290,11 +290,30 @@ export function toLocalInput(iso) {
 }
 
 // fromLocalInput turns a datetime-local value (the browser's time zone)
-// into RFC 3339 in UTC.
-export function fromLocalInput(v) {
+// into RFC 3339 in UTC. An end bound covers the whole second it shows
+// (.999): "to 16:29:47" includes what happened at 16:29:47.5.
+export function fromLocalInput(v, { end = false } = {}) {
   if (!v) return "";
   const d = new Date(v);
-  return isNaN(d) ? "" : d.toISOString();
+  if (isNaN(d)) return "";
+  if (end) d.setMilliseconds(999);
+  return d.toISOString();
+}
+
+// setSelect shows value in a <select>: the option of that value, one that
+// differs only in case ("warn" for "WARN"), or a new option for a value
+// the list lacks (a shared link's "?status=502"), so that a filter from the
+// address is never dropped.
+export function setSelect(sel, value) {
+  sel.value = value || "";
+  if (!value || sel.value === value) return;
+  const same = [...sel.options].find((o) => o.value.toLowerCase() === value.toLowerCase());
+  if (same) {
+    sel.value = same.value;
+    return;
+  }
+  sel.append(h("option", { value, text: value }));
+  sel.value = value;
 }
 
 export function fmtTime(iso) {

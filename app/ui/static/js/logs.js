@@ -1,6 +1,6 @@
 // Logs: filter the proxy's JSON logs by level, text and time, page through
 // them newest first.
-import { $, h, api, banner, clearBanner, initPage, fmtTime, emptyRow, pager, toLocalInput, fromLocalInput } from "./lib.js";
+import { $, h, api, banner, clearBanner, initPage, fmtTime, emptyRow, pager, toLocalInput, fromLocalInput, setSelect } from "./lib.js";
 
 await initPage();
 
@@ -12,9 +12,9 @@ let offset = Number(params.get("offset")) || 0;
 // The filters live in the address, so a view can be shared and survives a
 // reload.
 $("#log-query").value = params.get("query") || "";
-$("#log-level").value = params.get("level") || "";
-$("#log-source").value = params.get("source") || "";
-$("#log-limit").value = params.get("limit") || "50";
+setSelect($("#log-level"), params.get("level"));
+setSelect($("#log-source"), params.get("source"));
+setSelect($("#log-limit"), params.get("limit") || "50");
 $("#log-start").value = toLocalInput(params.get("start"));
 $("#log-end").value = toLocalInput(params.get("end"));
 
@@ -25,7 +25,7 @@ function filters() {
   set("level", $("#log-level").value);
   set("source", $("#log-source").value);
   set("start", fromLocalInput($("#log-start").value));
-  set("end", fromLocalInput($("#log-end").value));
+  set("end", fromLocalInput($("#log-end").value, { end: true }));
   q.set("limit", $("#log-limit").value);
   return q;
 }

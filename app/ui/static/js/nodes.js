@@ -49,11 +49,11 @@ function row(n) {
     ]
     : [];
   return h("tr", { data: { nodeId: n.id, status: state } },
-    h("td", {}, h("button", { class: "link node-name", type: "button", text: n.name, title: "Details", on: { click: () => showDetails(n) } })),
-    h("td", { class: "mono muted", text: n.base_url }),
+    h("td", {}, h("button", { class: "link node-name", type: "button", text: n.name, title: `${n.name}: details`, on: { click: () => showDetails(n) } })),
+    h("td", { class: "mono muted truncate", text: n.base_url, title: n.base_url }),
     h("td", {}, statusBadge(state, st.reason), state === "standby" && st.reason ? h("div", { class: "muted small truncate", text: st.reason, title: st.reason }) : null),
-    h("td", { class: "num", text: fmtMs(st.latency_ms) }),
-    h("td", { class: "num", text: String(st.active_requests ?? 0) }),
+    h("td", { class: "num", text: fmtMs(st.latency_ms), data: { cell: "latency" } }),
+    h("td", { class: "num", text: String(st.active_requests ?? 0), data: { cell: "active" } }),
     h("td", { class: "num", text: String((st.models || []).length) }),
     h("td", { class: "actions" }, h("button", { class: "btn btn-ghost btn-sm", type: "button", text: "Details", on: { click: () => showDetails(n) } }), actions));
 }
@@ -81,9 +81,18 @@ async function load() {
   if (!readOnly) clearBanner("load");
   $("#add-node").disabled = readOnly;
   // Redraw only what changed, so a poll does not replace a row under the
-  // pointer for nothing.
-  const sig = JSON.stringify([readOnly, offset, nodes.map((n) => ({ ...n, status: { ...(n.status || {}), last_check: null } }))]);
-  if (sig === lastSig) return;
+  // pointer, or the keyboard focus, for nothing. Latency and in-flight
+  // counts change on every poll: their cells are updated in place.
+  const sig = JSON.stringify([readOnly, offset, nodes.map((n) => ({ ...n, status: { ...(n.status || {}), last_check: null, latency_ms: null, active_requests: null } }))]);
+  if (sig === lastSig) {
+    for (const n of nodes) {
+      const tr = body.querySelector(`tr[data-node-id="${CSS.escape(String(n.id))}"]`);
+      if (!tr) continue;
+      tr.querySelector('[data-cell="latency"]').textContent = fmtMs(n.status?.latency_ms);
+      tr.querySelector('[data-cell="active"]').textContent = String(n.status?.active_requests ?? 0);
+    }
+    return;
+  }
   lastSig = sig;
   body.replaceChildren(...(nodes.length ? nodes.map(row) : [emptyRow(7, "No nodes configured. Add the first Ollama server.")]));
   pager($("#pager"), { offset, limit, count, shown: nodes.length, onPage: (o) => { offset = o; load(); } });

@@ -1,6 +1,6 @@
 // Requests: the request log (who, model, node, status, duration, tokens),
 // newest first, with filters, paging and an optional auto-refresh.
-import { $, h, api, banner, clearBanner, initPage, fmtTime, fmtMs, fmtNum, fmtBytes, emptyRow, pager, toLocalInput, fromLocalInput } from "./lib.js";
+import { $, h, api, banner, clearBanner, initPage, fmtTime, fmtMs, fmtNum, fmtBytes, emptyRow, pager, toLocalInput, fromLocalInput, setSelect } from "./lib.js";
 
 await initPage();
 
@@ -14,8 +14,11 @@ let offset = Number(params.get("offset")) || 0;
 // The filters live in the address, so a view can be shared and survives a
 // reload.
 const inputs = { model: $("#req-model"), node: $("#req-node"), who: $("#req-who"), status: $("#req-status") };
-for (const [k, el] of Object.entries(inputs)) el.value = params.get(k) || "";
-$("#req-limit").value = params.get("limit") || "50";
+for (const [k, el] of Object.entries(inputs)) {
+  if (el.tagName === "SELECT") setSelect(el, params.get(k));
+  else el.value = params.get(k) || "";
+}
+setSelect($("#req-limit"), params.get("limit") || "50");
 $("#req-since").value = toLocalInput(params.get("since"));
 $("#req-until").value = toLocalInput(params.get("until"));
 
@@ -24,7 +27,7 @@ function filters() {
   const set = (k, v) => { if (v) q.set(k, v); };
   for (const [k, el] of Object.entries(inputs)) set(k, el.value.trim());
   set("since", fromLocalInput($("#req-since").value));
-  set("until", fromLocalInput($("#req-until").value));
+  set("until", fromLocalInput($("#req-until").value, { end: true }));
   q.set("limit", $("#req-limit").value);
   return q;
 }

@@ -199,5 +199,7 @@ if (!admin) {
   $("#config-save").hidden = true;
   keyForm.hidden = true;
 }
+// API keys and users are an admin's: the API answers a viewer 403.
+$("#keys-section").hidden = !admin;
 $("#users-section").hidden = !admin || !me;
-await Promise.all([loadConfig(), loadKeys(), admin && me ? loadUsers() : null]);
+await Promise.all([loadConfig(), admin ? loadKeys() : null, admin && me ? loadUsers() : null]);
