@@ -20,6 +20,15 @@ type StatusStore interface {
 	WriteStatuses(ctx context.Context, statuses []fleet.Status) error
 }
 
+// PassReader is implemented by a StatusStore whose Statuses apply passive
+// "unreachable" marks: PassStatuses returns the statuses as the last pass
+// wrote them. The worker reads those, since its rise and fall thresholds
+// count probes and a mark is none; written back, a mark would outlive
+// itself in the pass.
+type PassReader interface {
+	PassStatuses(ctx context.Context) ([]fleet.Status, error)
+}
+
 // Lock makes sure only one worker among many runs a pass at a time. TryLock
 // returns ok=false, without error, when another worker holds the lock. The
 // lock expires by itself if its holder dies, so another worker takes over.

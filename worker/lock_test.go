@@ -66,3 +66,35 @@ func TestPassWithoutItsLock(t *testing.T) {
 		t.Fatalf("no pass with the lock taken: %+v", statuses)
 	}
 }
+
+// TestPassReadsStatusesWithoutMarks: a passive mark is no probe. A node
+// marked unreachable whose next probe fails is still within --fall (the
+// mark keeps it out of routing until a probe passes), and the pass written
+// does not carry the mark's verdict.
+func TestPassReadsStatusesWithoutMarks(t *testing.T) {
+	ctx := context.Background()
+	node := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+	nodes := nodeList{{ID: 1, Name: "a", BaseURL: node.URL(), Enabled: true}}
+	board := memory.NewStatusBoard()
+	w, err := worker.New(worker.Config{Rise: 2, Fall: 2, ProbeTimeout: time.Second}, nodes, board, nil, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := w.RunOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	board.MarkUnreachable(ctx, 1, "connection refused")
+	node.Stop()
+	if err := w.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	written, _ := board.PassStatuses(ctx)
+	if len(written) != 1 || !written[0].Healthy || written[0].Fails != 1 {
+		t.Fatalf("after one failed probe with fall 2: %+v; want still healthy, one failure", written)
+	}
+	if routed, _ := board.Statuses(ctx); routed[0].Healthy {
+		t.Fatalf("the mark no longer holds: %+v", routed[0])
+	}
+}

@@ -96,6 +96,7 @@ type statusStore interface {
 type sharedStatus struct {
 	hot interface {
 		statusStore
+		PassStatuses(ctx context.Context) ([]fleet.Status, error)
 		MarkUnreachable(ctx context.Context, nodeID int64, reason string) error
 	}
 	last statusStore
@@ -103,7 +104,17 @@ type sharedStatus struct {
 }
 
 func (s *sharedStatus) Statuses(ctx context.Context) ([]fleet.Status, error) {
-	statuses, err := s.hot.Statuses(ctx)
+	return s.hotOrLast(ctx, s.hot.Statuses)
+}
+
+// PassStatuses is Statuses without the passive marks, for the worker
+// (worker.PassReader); Postgres keeps none.
+func (s *sharedStatus) PassStatuses(ctx context.Context) ([]fleet.Status, error) {
+	return s.hotOrLast(ctx, s.hot.PassStatuses)
+}
+
+func (s *sharedStatus) hotOrLast(ctx context.Context, hot func(context.Context) ([]fleet.Status, error)) ([]fleet.Status, error) {
+	statuses, err := hot(ctx)
 	if err == nil && len(statuses) > 0 {
 		return statuses, nil
 	}

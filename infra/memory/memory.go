@@ -50,6 +50,19 @@ func (b *StatusBoard) Statuses(context.Context) ([]fleet.Status, error) {
 	return out, nil
 }
 
+// PassStatuses returns every status as written, without the marks
+// (worker.PassReader).
+func (b *StatusBoard) PassStatuses(context.Context) ([]fleet.Status, error) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	out := make([]fleet.Status, 0, len(b.statuses))
+	for _, s := range b.statuses {
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, b fleet.Status) int { return cmp.Compare(a.NodeID, b.NodeID) })
+	return out, nil
+}
+
 // WriteStatuses replaces the board with one pass; per node the newest
 // check wins, so that a re-probe written late never undoes a newer pass.
 // Marks that a check passed since supersedes are dropped.

@@ -69,11 +69,23 @@ type pass struct {
 // error: the result is empty. Errors wrap fleet.ErrUnavailable when Redis
 // cannot be reached.
 func (c *StatusCache) Statuses(ctx context.Context) ([]fleet.Status, error) {
+	return c.read(ctx, true)
+}
+
+// PassStatuses returns the last pass as the worker wrote it, without the
+// marks (worker.PassReader).
+func (c *StatusCache) PassStatuses(ctx context.Context) ([]fleet.Status, error) {
+	return c.read(ctx, false)
+}
+
+func (c *StatusCache) read(ctx context.Context, withMarks bool) ([]fleet.Status, error) {
 	var get *goredis.StringCmd
 	var marks *goredis.MapStringStringCmd
 	_, err := c.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		get = p.Get(ctx, c.passKey())
-		marks = p.HGetAll(ctx, c.unreachableKey())
+		if withMarks {
+			marks = p.HGetAll(ctx, c.unreachableKey())
+		}
 		return nil
 	})
 	if err != nil && !errors.Is(err, goredis.Nil) {
@@ -90,7 +102,9 @@ func (c *StatusCache) Statuses(ctx context.Context) ([]fleet.Status, error) {
 	if err := json.Unmarshal(raw, &p); err != nil {
 		return nil, fmt.Errorf("read statuses: %w", err)
 	}
-	c.applyMarks(p.Statuses, marks.Val(), time.Now())
+	if withMarks {
+		c.applyMarks(p.Statuses, marks.Val(), time.Now())
+	}
 	return p.Statuses, nil
 }
 

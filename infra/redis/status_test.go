@@ -94,6 +94,10 @@ func TestStatusCache(t *testing.T) {
 		if got[1].Reason != "connection refused" {
 			t.Errorf("unmarked node changed: %+v", got[1])
 		}
+		// The worker reads the pass as written: a mark is no probe.
+		if raw, err := sc.PassStatuses(ctx); err != nil || len(raw) != 2 || !raw[0].Healthy || raw[0].Reason != "" {
+			t.Errorf("PassStatuses = %+v, %v; want node 1 as the pass wrote it", raw, err)
+		}
 		assertTTLs(t, c, prefix)
 	})
 
