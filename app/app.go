@@ -157,10 +157,10 @@ type Handler struct {
 	router    http.Handler // mux behind the CORS answer
 	view      viewCache
 	marks     sync.Map // node ID → time.Time of a passive "unreachable" mark
-	// rechecked is when each node was last re-probed after a passive check
-	// (recheck), so that a burst of failures probes a node once.
+	// rechecks is, per node, when recheck last probed it and whether a
+	// probe is due, so that a burst of failures probes a node once.
 	recheckMu sync.Mutex
-	rechecked map[int64]time.Time
+	rechecks  map[int64]recheckState
 	bufs      sync.Pool
 	now       func() time.Time
 	patterns  []string // every route, see Patterns
@@ -248,24 +248,44 @@ func (h *Handler) markUnreachable(ctx context.Context, n fleet.Node, cause error
 // recheckEvery is how often one node may be re-probed by recheck.
 const recheckEvery = 2 * time.Second
 
-// recheck re-probes a node in the background, at most once per recheckEvery
-// per node: after a passive check, after the node answered that it lacks a
-// model its list still names, after a load or unload. Best effort, like
-// refreshSoon.
+// recheckState is one node's re-probes: the last one's start, and whether
+// another is scheduled.
+type recheckState struct {
+	last    time.Time
+	pending bool
+}
+
+// recheck re-probes a node in the background: after a passive check, after
+// the node answered that it lacks a model its list still names, after a
+// load or unload. At most one probe per node every recheckEvery: a call
+// within that time is not dropped but deferred to its end (one pending per
+// node), since a passive mark is lifted only by a probe that passes after
+// it. Best effort, like refreshSoon.
 func (h *Handler) recheck(id int64) {
 	if h.deps.Refresher == nil {
 		return
 	}
 	now := h.now()
 	h.recheckMu.Lock()
-	if last, ok := h.rechecked[id]; ok && now.Sub(last) < recheckEvery {
-		h.recheckMu.Unlock()
+	defer h.recheckMu.Unlock()
+	if h.rechecks == nil {
+		h.rechecks = map[int64]recheckState{}
+	}
+	st := h.rechecks[id]
+	if st.pending {
 		return
 	}
-	if h.rechecked == nil {
-		h.rechecked = map[int64]time.Time{}
+	wait := recheckEvery - now.Sub(st.last)
+	if st.last.IsZero() || wait <= 0 {
+		h.rechecks[id] = recheckState{last: now}
+		go h.refreshNode(context.Background(), id)
+		return
 	}
-	h.rechecked[id] = now
-	h.recheckMu.Unlock()
-	go h.refreshNode(context.Background(), id)
+	h.rechecks[id] = recheckState{last: st.last, pending: true}
+	time.AfterFunc(wait, func() {
+		h.recheckMu.Lock()
+		h.rechecks[id] = recheckState{last: h.now()}
+		h.recheckMu.Unlock()
+		h.refreshNode(context.Background(), id)
+	})
 }

@@ -381,6 +381,26 @@ func TestDroppedStreamRechecksNode(t *testing.T) {
 	})
 }
 
+// TestMarkAfterRecentRecheck: a node re-probed a moment ago (after a load,
+// say) that then cuts a stream still gets the probe that lifts its mark,
+// deferred to the end of the rate limit rather than dropped.
+func TestMarkAfterRecentRecheck(t *testing.T) {
+	a := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+	e := newManageEnv(t, app.Config{}, app.Deps{}, a)
+	if status, body := e.do("POST", "/api/generate", `{"model":"llama3"}`); status != 200 { // a load: rechecks the node
+		t.Fatalf("load: %d %s", status, body)
+	}
+	a.SetDropAfter(2)
+	if status, body := e.do("POST", "/api/chat", `{"model":"llama3","messages":[{"role":"user","content":"hi"}]}`); status != 200 || !strings.Contains(body, "failed mid-stream") {
+		t.Fatalf("the cut stream: %d %s", status, body)
+	}
+	a.ClearFaults()
+	waitFor(t, "the node serving again without a pass", func() bool {
+		status, _ := e.do("POST", "/api/chat", `{"model":"llama3","messages":[{"role":"user","content":"hi"}],"stream":false}`)
+		return status == 200
+	})
+}
+
 // TestWorkerDebugLog: --log-level debug shows every probe and every pass,
 // as TROUBLESHOOTING promises.
 func TestWorkerDebugLog(t *testing.T) {

@@ -145,9 +145,10 @@ func parseMark(v string) (time.Time, string, bool) {
 // time (see [StatusCache.LastPass]). Per node the newest check wins: a
 // status older than the one stored for its node (a replica's re-probe of
 // another node, which carries the statuses it read before probing) keeps
-// the stored one, so that it never undoes a newer pass. Nodes absent from
-// statuses are dropped (deleted). Errors wrap fleet.ErrUnavailable when
-// Redis cannot be reached.
+// the stored one, so that it never undoes a newer pass. A stored node
+// absent from statuses is kept while its check is younger than the TTL
+// (another writer's new node), dropped after (a deleted node). Errors wrap
+// fleet.ErrUnavailable when Redis cannot be reached.
 func (c *StatusCache) WriteStatuses(ctx context.Context, statuses []fleet.Status) error {
 	now := time.Now()
 	key := c.passKey()
@@ -169,6 +170,15 @@ func (c *StatusCache) WriteStatuses(ctx context.Context, statuses []fleet.Status
 				st = old
 			}
 			merged = append(merged, st)
+			delete(stored, st.NodeID)
+		}
+		// A node another writer stored after this one read (a node added
+		// and probed meanwhile) is kept while its check is recent; a deleted
+		// node's status, no longer probed, ages out.
+		for _, old := range stored {
+			if now.Sub(old.CheckedAt) < c.ttl {
+				merged = append(merged, old)
+			}
 		}
 		slices.SortStableFunc(merged, func(a, b fleet.Status) int { return cmp.Compare(a.NodeID, b.NodeID) })
 		raw, err := json.Marshal(pass{WrittenAt: now, Statuses: merged})
