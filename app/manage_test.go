@@ -366,39 +366,30 @@ func TestRecheckIsRateLimited(t *testing.T) {
 
 // TestDroppedStreamRechecksNode: a node that cut one stream but is alive
 // is re-probed at once and serves again, rather than staying out until the
-// next pass ("no healthy nodes" in between).
+// next pass ("no healthy nodes" in between); also when it was re-probed a
+// moment before (after a load), the probe being deferred to the end of the
+// rate limit rather than dropped.
 func TestDroppedStreamRechecksNode(t *testing.T) {
-	a := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
-	e := newManageEnv(t, app.Config{}, app.Deps{}, a)
-	a.SetDropAfter(2)
-	if status, body := e.do("POST", "/api/chat", `{"model":"llama3","messages":[{"role":"user","content":"hi"}]}`); status != 200 || !strings.Contains(body, "failed mid-stream") {
-		t.Fatalf("the cut stream: %d %s", status, body)
+	for name, loadFirst := range map[string]bool{"Alone": false, "AfterARecentRecheck": true} {
+		t.Run(name, func(t *testing.T) {
+			a := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+			e := newManageEnv(t, app.Config{}, app.Deps{}, a)
+			if loadFirst {
+				if status, body := e.do("POST", "/api/generate", `{"model":"llama3"}`); status != 200 { // rechecks the node
+					t.Fatalf("load: %d %s", status, body)
+				}
+			}
+			a.SetDropAfter(2)
+			if status, body := e.do("POST", "/api/chat", `{"model":"llama3","messages":[{"role":"user","content":"hi"}]}`); status != 200 || !strings.Contains(body, "failed mid-stream") {
+				t.Fatalf("the cut stream: %d %s", status, body)
+			}
+			a.ClearFaults()
+			waitFor(t, "the node serving again without a pass", func() bool {
+				status, _ := e.do("POST", "/api/chat", `{"model":"llama3","messages":[{"role":"user","content":"hi"}],"stream":false}`)
+				return status == 200
+			})
+		})
 	}
-	a.ClearFaults()
-	waitFor(t, "the node serving again without a pass", func() bool {
-		status, _ := e.do("POST", "/api/chat", `{"model":"llama3","messages":[{"role":"user","content":"hi"}],"stream":false}`)
-		return status == 200
-	})
-}
-
-// TestMarkAfterRecentRecheck: a node re-probed a moment ago (after a load,
-// say) that then cuts a stream still gets the probe that lifts its mark,
-// deferred to the end of the rate limit rather than dropped.
-func TestMarkAfterRecentRecheck(t *testing.T) {
-	a := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
-	e := newManageEnv(t, app.Config{}, app.Deps{}, a)
-	if status, body := e.do("POST", "/api/generate", `{"model":"llama3"}`); status != 200 { // a load: rechecks the node
-		t.Fatalf("load: %d %s", status, body)
-	}
-	a.SetDropAfter(2)
-	if status, body := e.do("POST", "/api/chat", `{"model":"llama3","messages":[{"role":"user","content":"hi"}]}`); status != 200 || !strings.Contains(body, "failed mid-stream") {
-		t.Fatalf("the cut stream: %d %s", status, body)
-	}
-	a.ClearFaults()
-	waitFor(t, "the node serving again without a pass", func() bool {
-		status, _ := e.do("POST", "/api/chat", `{"model":"llama3","messages":[{"role":"user","content":"hi"}],"stream":false}`)
-		return status == 200
-	})
 }
 
 // TestWorkerDebugLog: --log-level debug shows every probe and every pass,
