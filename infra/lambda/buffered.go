@@ -3,6 +3,8 @@ package lambda
 import (
 	"context"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"strings"
 
 	"github.com/aws/aws-lambda-go/events"
@@ -47,10 +49,15 @@ func HTTPAPI(h http.Handler) func(context.Context, events.APIGatewayV2HTTPReques
 // [HTTPAPI] does (buffering, 200 by default, panics answered with 500 or
 // 502). Headers answer in the shape the request came in: MultiValueHeaders
 // when the target group has multi-value headers on (recommended), else
-// Headers, with values joined by commas and only the first Set-Cookie. The
+// Headers, with values joined by commas and only the first Set-Cookie.
+//
+// What api-proxy leaves out is completed: ALB passes the query as the
+// client encoded it (api-proxy would encode it twice), no peer address
+// (the client ALB saw, the last X-Forwarded-For entry, becomes
+// RemoteAddr), and with multi-value headers no host for the URL. The
 // returned function is safe for concurrent use.
 func ALB(h http.Handler) func(context.Context, events.ALBTargetGroupRequest) (events.ALBTargetGroupResponse, error) {
-	a := httpadapter.NewALB(buffered(h))
+	a := httpadapter.NewALB(fromALB(buffered(h)))
 	return func(ctx context.Context, e events.ALBTargetGroupRequest) (resp events.ALBTargetGroupResponse, err error) {
 		defer func() {
 			if p := recover(); p != nil {
@@ -67,13 +74,67 @@ func ALB(h http.Handler) func(context.Context, events.ALBTargetGroupRequest) (ev
 				}
 			}
 		}()
-		resp, err = a.ProxyWithContext(ctx, e)
+		resp, err = a.ProxyWithContext(ctx, decodedQuery(e))
 		if len(e.MultiValueHeaders) == 0 && len(resp.MultiValueHeaders) > 0 {
 			resp.Headers = singleValue(resp.MultiValueHeaders)
 			resp.MultiValueHeaders = nil
 		}
 		return resp, err
 	}
+}
+
+// decodedQuery returns e with its query parameters decoded: ALB passes them
+// as the client encoded them, and api-proxy encodes what it is given.
+func decodedQuery(e events.ALBTargetGroupRequest) events.ALBTargetGroupRequest {
+	unescape := func(s string) string {
+		if u, err := url.QueryUnescape(s); err == nil {
+			return u
+		}
+		return s
+	}
+	if len(e.QueryStringParameters) > 0 {
+		q := make(map[string]string, len(e.QueryStringParameters))
+		for k, v := range e.QueryStringParameters {
+			q[unescape(k)] = unescape(v)
+		}
+		e.QueryStringParameters = q
+	}
+	if len(e.MultiValueQueryStringParameters) > 0 {
+		q := make(map[string][]string, len(e.MultiValueQueryStringParameters))
+		for k, vs := range e.MultiValueQueryStringParameters {
+			for _, v := range vs {
+				q[unescape(k)] = append(q[unescape(k)], unescape(v))
+			}
+		}
+		e.MultiValueQueryStringParameters = q
+	}
+	return e
+}
+
+// fromALB completes the request api-proxy built from an ALB event, as a
+// server would have: Host out of the headers and into r.Host, and the peer
+// the client ALB saw, which ALB appends to X-Forwarded-For (the entries
+// before it are what the client claimed, and stay in the header).
+func fromALB(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Host == "" {
+			r.Host = r.Header.Get("Host")
+			r.URL.Host = r.Host
+		}
+		r.Header.Del("Host")
+		if r.RemoteAddr == "" {
+			hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+			if ip, err := netip.ParseAddr(strings.TrimSpace(hops[len(hops)-1])); err == nil {
+				r.RemoteAddr = netip.AddrPortFrom(ip, 0).String()
+				if rest := strings.TrimSpace(strings.Join(hops[:len(hops)-1], ",")); rest != "" {
+					r.Header.Set("X-Forwarded-For", rest)
+				} else {
+					r.Header.Del("X-Forwarded-For")
+				}
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // singleValue converts headers for a target group without multi-value

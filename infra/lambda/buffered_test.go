@@ -106,6 +106,42 @@ func TestALB(t *testing.T) {
 	}
 }
 
+// TestALBCompletesTheRequest: what api-proxy leaves out of an ALB request
+// (the peer, the host with multi-value headers) is filled in, and the query,
+// which ALB passes as the client encoded it, is decoded once, not twice.
+func TestALBCompletesTheRequest(t *testing.T) {
+	t.Parallel()
+	for _, multi := range []bool{false, true} {
+		var e events.ALBTargetGroupRequest
+		readEvent(t, "alb-request.json", &e)
+		e.Headers["x-forwarded-for"] = "10.9.9.9, 72.21.198.67"
+		e.QueryStringParameters = map[string]string{"name": "llama3%3A8b", "q": "a%20b", "x": "1%2B1"}
+		if multi {
+			e.MultiValueHeaders = map[string][]string{}
+			for k, v := range e.Headers {
+				e.MultiValueHeaders[k] = []string{v}
+			}
+			e.MultiValueQueryStringParameters = map[string][]string{"name": {"llama3%3A8b"}, "q": {"a%20b"}, "x": {"1%2B1"}}
+			e.Headers, e.QueryStringParameters = nil, nil
+		}
+		var got *http.Request
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = r })
+		if _, err := lambda.ALB(h)(t.Context(), e); err != nil {
+			t.Fatal(err)
+		}
+		q := got.URL.Query()
+		if got.Host != "aivonx-1234567.eu-west-1.elb.amazonaws.com" || got.Header.Get("Host") != "" {
+			t.Errorf("multi %v: Host %q, header %q", multi, got.Host, got.Header.Get("Host"))
+		}
+		if got.RemoteAddr != "72.21.198.67:0" || got.Header.Get("X-Forwarded-For") != "10.9.9.9" {
+			t.Errorf("multi %v: RemoteAddr %q, X-Forwarded-For %q; want the peer ALB saw, and what came before it", multi, got.RemoteAddr, got.Header.Get("X-Forwarded-For"))
+		}
+		if q.Get("name") != "llama3:8b" || q.Get("q") != "a b" || q.Get("x") != "1+1" {
+			t.Errorf("multi %v: query %v, want it decoded once", multi, q)
+		}
+	}
+}
+
 func TestBufferedEdges(t *testing.T) {
 	// Not parallel: captureLog.
 	var e events.APIGatewayV2HTTPRequest
