@@ -36,31 +36,28 @@ func NewStatusBoard() *StatusBoard {
 // Statuses returns every status, a node whose unreachable mark still holds
 // ([fleet.MarkHolds]) reported unhealthy.
 func (b *StatusBoard) Statuses(context.Context) ([]fleet.Status, error) {
+	return b.read(true), nil
+}
+
+// PassStatuses returns every status as written, without the marks
+// (worker.PassReader).
+func (b *StatusBoard) PassStatuses(context.Context) ([]fleet.Status, error) {
+	return b.read(false), nil
+}
+
+func (b *StatusBoard) read(withMarks bool) []fleet.Status {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	out := make([]fleet.Status, 0, len(b.statuses))
 	for id, s := range b.statuses {
-		if m, ok := b.marks[id]; ok && fleet.MarkHolds(m.at, s) {
+		if m, ok := b.marks[id]; withMarks && ok && fleet.MarkHolds(m.at, s) {
 			s.Healthy = false
 			s.Reason = "unreachable: " + m.reason
 		}
 		out = append(out, s)
 	}
 	slices.SortFunc(out, func(a, b fleet.Status) int { return cmp.Compare(a.NodeID, b.NodeID) })
-	return out, nil
-}
-
-// PassStatuses returns every status as written, without the marks
-// (worker.PassReader).
-func (b *StatusBoard) PassStatuses(context.Context) ([]fleet.Status, error) {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	out := make([]fleet.Status, 0, len(b.statuses))
-	for _, s := range b.statuses {
-		out = append(out, s)
-	}
-	slices.SortFunc(out, func(a, b fleet.Status) int { return cmp.Compare(a.NodeID, b.NodeID) })
-	return out, nil
+	return out
 }
 
 // WriteStatuses replaces the board with one pass; per node the newest
