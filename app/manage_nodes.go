@@ -121,6 +121,7 @@ func (h *Handler) handleNodeList(w http.ResponseWriter, r *http.Request) {
 	}
 	sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
 	limit, offset := pageParams(r.URL.Query(), 100, 100)
+	offset = min(offset, len(nodes)) // past the end is the end, and offset+limit cannot overflow
 	page := nodes[min(offset, len(nodes)):min(offset+limit, len(nodes))]
 	var next, prev *string
 	if offset+limit < len(nodes) {

@@ -451,8 +451,10 @@ func TestNodePagination(t *testing.T) {
 	if all := e.expect("GET", "/api/proxy/nodes?limit=abc&offset=-3", "", 200); len(all["results"].([]any)) != 5 {
 		t.Fatalf("defaults = %v", all)
 	}
-	if past := e.expect("GET", "/api/proxy/nodes?offset=50", "", 200); len(past["results"].([]any)) != 0 {
-		t.Fatalf("past the end = %v", past)
+	for _, offset := range []string{"50", "9223372036854775807", "9223372036854775707"} { // the last two once overflowed offset+limit
+		if past := e.expect("GET", "/api/proxy/nodes?offset="+offset, "", 200); len(past["results"].([]any)) != 0 || past["next"] != nil {
+			t.Fatalf("offset %s, past the end = %v", offset, past)
+		}
 	}
 }
 
