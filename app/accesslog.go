@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -127,17 +128,21 @@ func (h *Handler) beginAccess(w http.ResponseWriter, r *http.Request) (*recorder
 }
 
 // endAccess writes the access line. A panic in the handler is logged and
-// answered with a 500 (when nothing was sent yet), then ends only this
-// request: the connection is cut, the process keeps serving.
+// ends only this request, the process keeps serving: when nothing was sent
+// yet the client gets a whole 500 in the route's shape, else the
+// connection is cut, so that a half-sent answer never looks complete.
 func (h *Handler) endAccess(rec *recorder, r *http.Request) {
 	a := rec.a
 	p := recover()
 	if p != nil && p != http.ErrAbortHandler {
 		h.log.Error("panic serving request", "path", r.URL.Path, "panic", p)
-		if a.status == 0 {
-			writeError(rec, ollamaDialect, http.StatusInternalServerError, "internal error")
-		}
+		a.err = fmt.Errorf("panic: %v", p)
 		p = http.ErrAbortHandler
+		if a.status == 0 {
+			// Re-panicking would drop this answer with the connection.
+			writeError(rec, dialectOf(r.URL.Path), http.StatusInternalServerError, "internal error")
+			p = nil
+		}
 	}
 	h.logAccess(r, a)
 	if p != nil {

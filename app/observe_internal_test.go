@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
@@ -123,4 +125,45 @@ func FuzzParseLogQuery(f *testing.F) {
 		}
 		_, _, _ = q.match([]byte(line))
 	})
+}
+
+// TestPanicAnswers500: a panic before the answer started reaches the
+// client as a whole 500 in the route's shape (net/http would drop a
+// buffered one with the connection), and the server keeps serving; one
+// after it started cuts the connection, so the client sees a broken
+// answer rather than a complete-looking one.
+func TestPanicAnswers500(t *testing.T) {
+	h := newBareHandler(t)
+	h.router = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/started" {
+			w.Write([]byte("partial"))
+			w.(http.Flusher).Flush()
+		}
+		panic("boom")
+	})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	for _, tt := range []struct{ path, want string }{
+		{"/api/chat", `{"error":"internal error"}`},
+		{"/v1/chat/completions", `{"error":{"code":null,"message":"internal error","param":null,"type":"api_error"}}`},
+		{"/v1/messages", `{"error":{"message":"internal error","type":"api_error"},"type":"error"}`},
+	} {
+		resp, err := http.Get(srv.URL + tt.path)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.path, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 500 || strings.TrimSpace(string(body)) != tt.want {
+			t.Errorf("%s: %d %s (%v); want 500 %s", tt.path, resp.StatusCode, body, err, tt.want)
+		}
+	}
+	resp, err := http.Get(srv.URL + "/api/started")
+	if err == nil {
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	if err == nil {
+		t.Error("a panic mid-answer ended it cleanly; want the connection cut")
+	}
 }
