@@ -34,10 +34,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // writeError answers with status and message in the route's own error shape.
-// dialectOf is the error shape of a path that has no route to say: the
-// OpenAI one under /v1/, Ollama's elsewhere.
+// dialectOf is the error shape of a path that has no route to say:
+// Anthropic's for /v1/messages and below, the OpenAI one elsewhere under
+// /v1/, Ollama's everywhere else.
 func dialectOf(path string) dialect {
-	if strings.HasPrefix(path, "/v1/") {
+	switch {
+	case path == "/v1/messages" || strings.HasPrefix(path, "/v1/messages/"):
+		return anthropicDialect
+	case strings.HasPrefix(path, "/v1/"):
 		return openAIDialect
 	}
 	return ollamaDialect

@@ -71,8 +71,8 @@ func (h *Handler) routes() *http.ServeMux {
 	h.observeRoutes(mux)
 	h.uiRoutes(mux)
 
-	mux.Handle("/api/", h.handleNoRoute(mux.ServeMux, ollamaDialect))
-	mux.Handle("/v1/", h.handleNoRoute(mux.ServeMux, openAIDialect))
+	mux.Handle("/api/", h.handleNoRoute(mux.ServeMux))
+	mux.Handle("/v1/", h.handleNoRoute(mux.ServeMux))
 	return mux.ServeMux
 }
 
@@ -99,8 +99,9 @@ func (h *Handler) Patterns() []string { return append([]string(nil), h.patterns.
 // handleNoRoute answers paths under /api/ and /v1/ that no route takes, in
 // the API's own error shape: 405 with Allow when the path exists for other
 // methods, else 404.
-func (h *Handler) handleNoRoute(mux *http.ServeMux, d dialect) http.Handler {
+func (h *Handler) handleNoRoute(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d := dialectOf(r.URL.Path)
 		// As Ollama (gin) does: a path with a trailing slash that names a
 		// route without it is redirected there, keeping the method and body
 		// (307) but for GET and HEAD (301).

@@ -20,8 +20,9 @@ import (
 type errorShape int
 
 const (
-	ollamaShape errorShape = iota // {"error":"…"}
-	openAIShape                   // {"error":{"message":"…",…}}
+	ollamaShape    errorShape = iota // {"error":"…"}
+	openAIShape                      // {"error":{"message":"…",…}}
+	anthropicShape                   // {"type":"error","error":{"type":"…","message":"…"}}
 )
 
 // checkErrorShape fails unless body is a JSON error in shape with a
@@ -44,6 +45,19 @@ func checkErrorShape(t *testing.T, what string, hdr http.Header, body []byte, sh
 		}
 		if err := json.Unmarshal(body, &v); err != nil || v.Error == nil || v.Error.Message == "" {
 			t.Errorf("%s: want OpenAI's {\"error\":{\"message\":…}}, got %s", what, body)
+			return ""
+		}
+		return v.Error.Message
+	case anthropicShape:
+		var v struct {
+			Type  string `json:"type"`
+			Error *struct {
+				Type    string `json:"type"`
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal(body, &v); err != nil || v.Type != "error" || v.Error == nil || v.Error.Type == "" || v.Error.Message == "" {
+			t.Errorf("%s: want Anthropic's {\"type\":\"error\",\"error\":{…}}, got %s", what, body)
 			return ""
 		}
 		return v.Error.Message
@@ -100,6 +114,10 @@ func TestBadInput(t *testing.T) {
 		{name: "wrong method on /api/tags", method: "DELETE", path: "/api/tags", status: 405, allow: "GET"},
 		{name: "wrong method on /v1/chat/completions", method: "PUT", path: "/v1/chat/completions", body: `{}`, status: 405, shape: openAIShape, allow: "POST"},
 		{name: "wrong method on /v1/models", method: "POST", path: "/v1/models", body: `{}`, status: 405, shape: openAIShape, allow: "GET"},
+		{name: "wrong method on /v1/messages", method: "GET", path: "/v1/messages", status: 405, shape: anthropicShape, allow: "POST"},
+		{name: "unknown route under /v1/messages", method: "POST", path: "/v1/messages/batches", body: `{}`, status: 404, shape: anthropicShape},
+		{name: "anthropic truncated JSON", method: "POST", path: "/v1/messages", body: `{"model":`, status: 400, shape: anthropicShape},
+		{name: "anthropic huge body", method: "POST", path: "/v1/messages", body: big, status: 413, shape: anthropicShape},
 	}
 	client := &http.Client{Timeout: 10 * time.Second}
 	for _, tc := range cases {
