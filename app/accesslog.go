@@ -124,7 +124,11 @@ func (h *Handler) beginAccess(w http.ResponseWriter, r *http.Request) (*recorder
 	hdr := w.Header()
 	hdr.Set("X-Request-Id", a.requestID)
 	hdr.Set("X-Aivonx-Version", h.cfg.Version)
-	return &recorder{ResponseWriter: w, a: a}, r.WithContext(context.WithValue(r.Context(), accessKey{}, a))
+	r = r.WithContext(context.WithValue(r.Context(), accessKey{}, a))
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &idleBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: h.cfg.BodyIdleTimeout}
+	}
+	return &recorder{ResponseWriter: w, a: a}, r
 }
 
 // endAccess writes the access line. A panic in the handler is logged and

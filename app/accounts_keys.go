@@ -46,7 +46,7 @@ func (h *Handler) handleKeyCreate(w http.ResponseWriter, r *http.Request) {
 		Name     string `json:"name"`
 		RPMLimit int    `json:"rpm_limit"`
 	}
-	if !readAccountJSON(w, r, &body) {
+	if !h.readAccountJSON(w, r, &body) {
 		return
 	}
 	plain, prefix, hash := account.NewKey()

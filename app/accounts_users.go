@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -15,7 +16,7 @@ import (
 // readAccountJSON decodes a small JSON body; it answers 400 itself and returns
 // false when the body is not valid JSON for v, naming the field at fault in
 // the management API's shape rather than in Go's terms.
-func readAccountJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+func (h *Handler) readAccountJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	r.Body = http.MaxBytesReader(w, r.Body, maxAuthBody)
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
@@ -26,8 +27,9 @@ func readAccountJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	var typeErr *json.UnmarshalTypeError
 	var tooLarge *http.MaxBytesError
 	switch {
-	case errors.As(err, &tooLarge):
-		writeError(w, ollamaDialect, http.StatusRequestEntityTooLarge, "request body is too large")
+	case errors.As(err, &tooLarge), errors.Is(err, os.ErrDeadlineExceeded):
+		status, msg := h.bodyReadFailure(err)
+		writeError(w, ollamaDialect, status, msg)
 	case errors.As(err, &typeErr) && typeErr.Field != "":
 		writeFieldErrors(w, fieldErrors{typeErr.Field: {"must be " + jsonKind(typeErr.Type.Kind())}})
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
@@ -94,7 +96,7 @@ func (h *Handler) handleUserCreate(w http.ResponseWriter, r *http.Request) {
 		Password string `json:"password"`
 		Role     string `json:"role"`
 	}
-	if !readAccountJSON(w, r, &body) {
+	if !h.readAccountJSON(w, r, &body) {
 		return
 	}
 	role, err := account.ParseRole(body.Role)
@@ -131,7 +133,7 @@ func (h *Handler) handleUserUpdate(w http.ResponseWriter, r *http.Request) {
 		Password *string `json:"password"`
 		Role     *string `json:"role"`
 	}
-	if !readAccountJSON(w, r, &body) {
+	if !h.readAccountJSON(w, r, &body) {
 		return
 	}
 	st := h.ext.auth

@@ -49,6 +49,11 @@ type Config struct {
 	// model first. An answer that comes whole (stream false, embeddings)
 	// has no such bound: it is sent only once done. Zero means 5m.
 	FirstByteTimeout time.Duration
+	// BodyIdleTimeout bounds each pause while a request body arrives (as
+	// nginx's client_body_timeout): a body that stalls longer ends its
+	// request. The server's ReadHeaderTimeout covers only the head. Zero
+	// means 60s.
+	BodyIdleTimeout time.Duration
 	// DialTimeout bounds connecting to a node. Zero means 5s.
 	DialTimeout time.Duration
 	// StatusMaxAge is how old a node status may be and still count as
@@ -96,6 +101,7 @@ func (c *Config) setDefaults() {
 	c.MaxBodyBytes = cmp.Or(c.MaxBodyBytes, 64<<20)
 	c.MaxHeaderBytes = cmp.Or(c.MaxHeaderBytes, 64<<10)
 	c.FirstByteTimeout = cmp.Or(c.FirstByteTimeout, 5*time.Minute)
+	c.BodyIdleTimeout = cmp.Or(c.BodyIdleTimeout, 60*time.Second)
 	c.DialTimeout = cmp.Or(c.DialTimeout, 5*time.Second)
 	c.StatusMaxAge = cmp.Or(c.StatusMaxAge, 30*time.Second)
 	c.RefreshEvery = cmp.Or(c.RefreshEvery, 500*time.Millisecond)
@@ -106,7 +112,7 @@ func (c *Config) validate() error {
 	switch {
 	case c.MaxBodyBytes < 0, c.MaxHeaderBytes < 0:
 		return errors.New("MaxBodyBytes and MaxHeaderBytes must not be negative")
-	case c.FirstByteTimeout < 0, c.DialTimeout < 0, c.StatusMaxAge < 0, c.RefreshEvery < 0, c.MarkFor < 0:
+	case c.FirstByteTimeout < 0, c.BodyIdleTimeout < 0, c.DialTimeout < 0, c.StatusMaxAge < 0, c.RefreshEvery < 0, c.MarkFor < 0:
 		return errors.New("durations must not be negative")
 	}
 	return nil

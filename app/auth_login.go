@@ -32,36 +32,36 @@ const maxAuthBody = 64 << 10
 // passwd) from a JSON, urlencoded or multipart body. A JSON body is
 // recognised by its first character whatever its Content-Type (curl -d sends
 // JSON as a form). Credentials in the URL are ignored.
-func loginCredentials(w http.ResponseWriter, r *http.Request) (user, pass string, ok bool) {
+func loginCredentials(w http.ResponseWriter, r *http.Request) (user, pass string, err error) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxAuthBody)
 	pick := func(get func(string) string) (string, string) {
 		return cmp.Or(get("username"), get("account")), cmp.Or(get("password"), get("passwd"))
 	}
 	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "multipart/form-data" {
 		if err := r.ParseMultipartForm(maxAuthBody); err != nil {
-			return "", "", false
+			return "", "", err
 		}
 		user, pass = pick(r.PostForm.Get)
-		return strings.TrimSpace(user), pass, true
+		return strings.TrimSpace(user), pass, nil
 	}
 	b, err := io.ReadAll(r.Body)
 	if err != nil {
-		return "", "", false
+		return "", "", err
 	}
 	if trimmed := bytes.TrimSpace(b); len(trimmed) > 0 && trimmed[0] == '{' {
 		var body map[string]any
 		if err := json.Unmarshal(trimmed, &body); err != nil {
-			return "", "", false
+			return "", "", err
 		}
 		user, pass = pick(func(k string) string { v, _ := body[k].(string); return v })
 	} else {
 		form, err := url.ParseQuery(string(b))
 		if err != nil {
-			return "", "", false
+			return "", "", err
 		}
 		user, pass = pick(form.Get)
 	}
-	return strings.TrimSpace(user), pass, true
+	return strings.TrimSpace(user), pass, nil
 }
 
 // checkLogin verifies credentials under the login rate limits and writes
@@ -75,9 +75,13 @@ func (h *Handler) checkLogin(w http.ResponseWriter, r *http.Request) (u account.
 		tooManyLogins(w, wait)
 		return u, false
 	}
-	user, pass, parsed := loginCredentials(w, r)
-	if !parsed {
-		writeDetail(w, http.StatusBadRequest, "Malformed request body.")
+	user, pass, err := loginCredentials(w, r)
+	if err != nil {
+		status, msg := h.bodyReadFailure(err)
+		if status == http.StatusBadRequest {
+			msg = "Malformed request body."
+		}
+		writeDetail(w, status, msg)
 		return u, false
 	}
 	if user == "" || pass == "" {
@@ -91,7 +95,7 @@ func (h *Handler) checkLogin(w http.ResponseWriter, r *http.Request) (u account.
 		tooManyLogins(w, wait)
 		return u, false
 	}
-	u, err := st.store.UserByName(r.Context(), user)
+	u, err = st.store.UserByName(r.Context(), user)
 	if err != nil && !errors.Is(err, fleet.ErrNotFound) {
 		writeErr(w, r, ollamaDialect, err)
 		return u, false

@@ -180,6 +180,11 @@ func TestLogin(t *testing.T) {
 		resp, got = e.do("POST", "/api/account/login", `{"username":"nobody","password":"wrong horse"}`)
 		expect(t, resp, got, 401, `{"detail":"Invalid credentials."}`)
 	})
+	t.Run("ErrTooLarge", func(t *testing.T) {
+		// The size, not a "malformed" body, is what is wrong.
+		resp, got := e.do("POST", "/api/account/login", `{"username":"alice","password":"`+strings.Repeat("x", 70<<10)+`"}`)
+		expect(t, resp, got, 413, `{"detail":"request body is larger than`)
+	})
 	t.Run("FormAliases", func(t *testing.T) {
 		form := url.Values{"account": {"ALICE"}, "passwd": {"correct horse"}}.Encode()
 		resp, got := e.do("POST", "/api/account/login", form, "Content-Type", "application/x-www-form-urlencoded")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -718,5 +719,64 @@ func TestSSEWithoutDoneEndsWithError(t *testing.T) {
 	resp = e.post("/v1/chat/completions", `{"model":"llama3","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
 	if body := readAll(t, resp); strings.Contains(body, `"error"`) || !strings.HasSuffix(strings.TrimSpace(body), "data: [DONE]") {
 		t.Fatalf("a complete stream was changed: %q", body)
+	}
+}
+
+// TestRequestBodyIdleTimeout: a body that stops arriving ends its request
+// with a 408 and never reaches a node; one that arrives slowly but
+// steadily is served; and the bound ends with the body, so a stream that
+// lasts longer than it is not cut.
+func TestRequestBodyIdleTimeout(t *testing.T) {
+	node := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}, Tokens: 4, TokenDelay: 150 * time.Millisecond})
+	e := newEnv(t, app.Config{BodyIdleTimeout: 300 * time.Millisecond}, node)
+	send := func(parts []string, pause time.Duration) string {
+		t.Helper()
+		conn, err := net.Dial("tcp", e.proxy.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		total := 0
+		for _, p := range parts {
+			total += len(p)
+		}
+		fmt.Fprintf(conn, "POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", total+10) // 10 bytes never come
+		for _, p := range parts {
+			time.Sleep(pause)
+			conn.Write([]byte(p))
+		}
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("no answer: %v", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		return fmt.Sprintf("%d %s", resp.StatusCode, body)
+	}
+	got := send([]string{`{"model":"llama3",`}, 0)
+	if !strings.HasPrefix(got, "408 ") || !strings.Contains(got, "request body stalled") {
+		t.Fatalf("stalled body → %s; want 408", got)
+	}
+	got = send([]string{`{"model":`, `"llama3",`, `"messages":[],`, `"x":1`}, 150*time.Millisecond) // 600 ms in all
+	if !strings.HasPrefix(got, "408 ") || node.Requests("/api/chat") != 0 {
+		t.Fatalf("slow body that then stalled → %s, node requests %d; want 408 and none", got, node.Requests("/api/chat"))
+	}
+
+	// Steady: every pause shorter than the bound; then a stream of 600 ms.
+	pr, pw := io.Pipe()
+	go func() {
+		for _, p := range []string{`{"model":`, `"llama3",`, `"messages":[{"role":"user","content":"hi"}]}`} {
+			time.Sleep(150 * time.Millisecond)
+			pw.Write([]byte(p))
+		}
+		pw.Close()
+	}()
+	resp, err := http.Post(e.proxy.URL+"/api/chat", "application/json", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := readAll(t, resp)
+	if resp.StatusCode != 200 || strings.Count(body, "\n") != 5 || !strings.Contains(body, `"done":true`) {
+		t.Fatalf("steady body, long stream → %d %q; want the whole stream", resp.StatusCode, body)
 	}
 }

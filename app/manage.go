@@ -154,7 +154,8 @@ func (h *Handler) readObject(w http.ResponseWriter, r *http.Request, known ...st
 	} else {
 		body, err := io.ReadAll(r.Body)
 		if err != nil {
-			writeError(w, ollamaDialect, http.StatusRequestEntityTooLarge, "request body is too large")
+			status, msg := h.bodyReadFailure(err)
+			writeError(w, ollamaDialect, status, msg)
 			return nil, false
 		}
 		body = bytes.Trim(body, jsonSpace)

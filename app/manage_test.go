@@ -1,11 +1,14 @@
 package app_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -450,6 +453,16 @@ func TestNodePagination(t *testing.T) {
 	// Bad values fall back to the defaults, as DRF does; the limit is capped.
 	if all := e.expect("GET", "/api/proxy/nodes?limit=abc&offset=-3", "", 200); len(all["results"].([]any)) != 5 {
 		t.Fatalf("defaults = %v", all)
+	}
+	// A broken chunked body is a bad request, not a large one.
+	conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprint(conn, "PATCH /api/proxy/config HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n")
+	if resp, err := http.ReadResponse(bufio.NewReader(conn), nil); err != nil || resp.StatusCode != 400 {
+		t.Fatalf("malformed chunked body → %v %v; want 400", resp, err)
 	}
 	for _, offset := range []string{"50", "9223372036854775807", "9223372036854775707"} { // the last two once overflowed offset+limit
 		if past := e.expect("GET", "/api/proxy/nodes?offset="+offset, "", 200); len(past["results"].([]any)) != 0 || past["next"] != nil {

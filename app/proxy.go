@@ -260,6 +260,10 @@ func skipValue(b []byte, i int) int {
 	return i
 }
 
+// maxPresizedBody is the largest declared body length that readBody
+// allocates at once, before the bytes arrive.
+const maxPresizedBody = 1 << 20
+
 // readBody reads the whole request body, bounded by the configured limit, so
 // it can be parsed for the model and replayed to a second node.
 func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {
@@ -272,18 +276,17 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int,
 		err  error
 	)
 	rd := http.MaxBytesReader(w, r.Body, limit)
-	if r.ContentLength > 0 {
+	if r.ContentLength > 0 && r.ContentLength <= maxPresizedBody {
 		body = make([]byte, r.ContentLength)
 		_, err = io.ReadFull(rd, body)
 	} else {
+		// Grown as the bytes arrive: a client that declares 64 MiB and
+		// sends nothing must not make the proxy hold 64 MiB.
 		body, err = io.ReadAll(rd)
 	}
 	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("request body is larger than %d bytes", limit)
-		}
-		return nil, http.StatusBadRequest, fmt.Errorf("read request body: %w", err)
+		status, msg := h.bodyReadFailure(err)
+		return nil, status, errors.New(msg)
 	}
 	// Read whole: closing it spares net/http a drain before the response
 	// head, whose pooled copy buffer needs more stack than a stream has.
