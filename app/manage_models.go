@@ -220,8 +220,10 @@ func (h *Handler) handleCreate(w http.ResponseWriter, r *http.Request) {
 	if resp == nil {
 		return
 	}
-	h.relay(w, r, rt, node, resp)
-	release()
+	func() {
+		defer release() // also when the relay cuts the connection (a panic)
+		h.relay(w, r, rt, node, resp)
+	}()
 	a := accessFrom(r.Context())
 	if a.node == "" || a.status >= 300 {
 		return

@@ -157,6 +157,45 @@ func TestTailTokens(t *testing.T) {
 	if p, c := sse.tokens(); p != 3 || c != 7 {
 		t.Fatalf("sse tokens = %d, %d; want 3, 7", p, c)
 	}
+	// Anthropic's /v1/messages (its message_delta carries both) and the
+	// Responses API name them input_tokens and output_tokens.
+	var anthropic tail
+	anthropic.add([]byte("event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"input_tokens\":12,\"output_tokens\":7}}\n\n" +
+		"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"))
+	if p, c := anthropic.tokens(); p != 12 || c != 7 {
+		t.Fatalf("anthropic tokens = %d, %d; want 12, 7", p, c)
+	}
+	var responses tail
+	responses.add([]byte(`{"id":"resp_1","output":[],"usage":{"input_tokens":5,"input_tokens_details":{"cached_tokens":0},"output_tokens":2,"total_tokens":7}}`))
+	if p, c := responses.tokens(); p != 5 || c != 2 {
+		t.Fatalf("responses tokens = %d, %d; want 5, 2", p, c)
+	}
+}
+
+func TestTailComplete(t *testing.T) {
+	tests := []struct {
+		kind streamKind
+		body string
+		want bool
+	}{
+		{ndjsonBody, `{"done":false}` + "\n" + `{"done":true,"eval_count":2}` + "\n", true},
+		{ndjsonBody, `{"done":true,"eval_count":2}`, false}, // its line break never came
+		{ndjsonBody, `{"done":false}` + "\n", false},
+		{ndjsonBody, `{"status":"success"}` + "\n", true},
+		{ndjsonBody, `{"status":"pulling manifest"}` + "\n", false},
+		{ndjsonBody, `{"response":"","done":true,"context":[` + strings.Repeat("1,", 400) + `2],"eval_count":9,"eval_duration":7}` + "\n", true},
+		{sseBody, "data: {}\n\ndata: [DONE]\n\n", true},
+		{sseBody, "data: {}\n\n", false},
+		{sseBody, "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n", true},
+		{plainBody, `{"done":true}` + "\n", false},
+	}
+	for _, tt := range tests {
+		var tl tail
+		tl.add([]byte(tt.body))
+		if got := tl.complete(tt.kind); got != tt.want {
+			t.Errorf("complete(%d, %q) = %v; want %v", tt.kind, tt.body, got, tt.want)
+		}
+	}
 }
 
 func TestCompareVersions(t *testing.T) {

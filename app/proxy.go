@@ -312,8 +312,8 @@ func (h *Handler) proxy(rt route) http.HandlerFunc {
 		if resp == nil {
 			return
 		}
+		defer release() // also when the relay cuts the connection (a panic)
 		h.relay(w, r, rt, node, resp)
-		release()
 		if loadOnly {
 			h.recheck(node.ID) // its /api/ps changed
 		}

@@ -495,6 +495,7 @@ func (h *Handler) handlePull(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if r.Context().Err() != nil {
+		accessFrom(r.Context()).err = errClientGone
 		return
 	}
 	for _, st := range waiting { // a status some node never reported

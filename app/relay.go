@@ -23,10 +23,11 @@ const (
 )
 
 func kindOf(contentType string) streamKind {
+	ct := strings.ToLower(contentType) // media types are case-insensitive
 	switch {
-	case strings.HasPrefix(contentType, "application/x-ndjson"):
+	case strings.HasPrefix(ct, "application/x-ndjson"):
 		return ndjsonBody
-	case strings.HasPrefix(contentType, "text/event-stream"):
+	case strings.HasPrefix(ct, "text/event-stream"):
 		return sseBody
 	}
 	return plainBody
@@ -45,7 +46,13 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rt route, node *
 		hdr.Add("Vary", v)
 	}
 	hdr.Set("X-Aivonx-Node", node.Name)
+	if _, ok := resp.Header["Content-Type"]; !ok {
+		hdr["Content-Type"] = nil // none, as the node sent it: net/http must not guess one
+	}
 	kind := kindOf(resp.Header.Get("Content-Type"))
+	// Whatever its type says, the answer to a request for a stream is
+	// relayed as one, chunk by chunk.
+	streaming := kind != plainBody || !a.wholeAnswer
 	w.WriteHeader(resp.StatusCode)
 
 	// A stream spends nearly all its life waiting for the next token. Wait
@@ -53,11 +60,10 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rt route, node *
 	// thousands of streams the buffers would be the largest cost. A whole
 	// document is read straight into the buffer instead, in larger reads.
 	waiter, _ := resp.Body.(interface{ waitData() })
-	if kind == plainBody {
+	if !streaming {
 		waiter = nil
 	}
 	t := &a.tail
-	lastNewline := true
 	for {
 		if waiter != nil {
 			waiter.waitData()
@@ -68,7 +74,6 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rt route, node *
 		if n > 0 {
 			chunk := (*bp)[:n]
 			t.add(chunk)
-			lastNewline = chunk[n-1] == '\n'
 			_, werr = w.Write(chunk)
 		}
 		h.bufs.Put(bp)
@@ -79,7 +84,7 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rt route, node *
 		// Flush every chunk of a stream at once, except one that came with
 		// the end of the body: returning flushes it together with the
 		// chunked terminator, one write instead of two.
-		if n > 0 && kind != plainBody && rerr == nil {
+		if n > 0 && streaming && rerr == nil {
 			flush(w)
 		}
 		if rerr == io.EOF {
@@ -90,18 +95,29 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rt route, node *
 				a.err = errClientGone
 				return // the client cancelled; the node was cancelled with it
 			}
-			h.streamFailed(w, r, rt, node, kind, lastNewline, rerr)
-			return
+			if !t.complete(kind) {
+				h.streamFailed(w, r, rt, node, kind, rerr)
+				return
+			}
+			// Cut after its last message: the answer is whole.
+			break
 		}
 	}
 	a.promptTok, a.evalTok = t.tokens()
-	if kind == sseBody && rt.endsWithDone && resp.StatusCode == http.StatusOK && !t.endsWith(sseDone) {
+	switch {
+	case kind == sseBody && rt.endsWithDone && resp.StatusCode == http.StatusOK && !t.endsWith(sseDone):
 		// Every complete OpenAI stream ends with [DONE]. Ollama ends one
 		// without it when its runner dies (after an empty chunk), which the
 		// openai SDK would take for a normal end: say what happened.
 		a.streamErr = "node " + node.Name + " ended the stream without [DONE]"
-		writeSSEError(w, lastNewline, a.streamErr+" (the model runner may have failed)")
+		writeSSEError(w, t.gap(kind), a.streamErr+" (the model runner may have failed)")
 		flush(w)
+	case kind == ndjsonBody:
+		// Ollama's own report of a failure mid-stream (its runner died):
+		// the client has it; the history must not call the stream clean.
+		if msg, ok := t.errorLine(); ok {
+			a.streamErr = "node " + node.Name + ": " + msg
+		}
 	}
 }
 
@@ -112,23 +128,22 @@ var sseDone = []byte("data: [DONE]")
 var errClientGone = errors.New("the client went away mid-response")
 
 // streamFailed reports a node failure after the response started.
-func (h *Handler) streamFailed(w http.ResponseWriter, r *http.Request, rt route, node *fleet.Node, kind streamKind, lastNewline bool, cause error) {
+func (h *Handler) streamFailed(w http.ResponseWriter, r *http.Request, rt route, node *fleet.Node, kind streamKind, cause error) {
 	a := accessFrom(r.Context())
 	msg := "node " + node.Name + " failed mid-stream: " + shortReason(cause)
 	a.streamErr = msg
 	h.markUnreachable(r.Context(), *node, cause)
+	gap := a.tail.gap(kind)
 	switch kind {
 	case ndjsonBody:
 		line, _ := json.Marshal(map[string]string{"error": msg})
-		if !lastNewline {
-			w.Write([]byte{'\n'})
-		}
+		w.Write([]byte(gap))
 		w.Write(append(line, '\n'))
 	case sseBody:
 		if rt.dialect == anthropicDialect {
-			writeAnthropicSSEError(w, lastNewline, msg)
+			writeAnthropicSSEError(w, gap, msg)
 		} else {
-			writeSSEError(w, lastNewline, msg)
+			writeSSEError(w, gap, msg)
 		}
 	default:
 		// A whole document cannot carry an error after its start: cut the
@@ -140,27 +155,19 @@ func (h *Handler) streamFailed(w http.ResponseWriter, r *http.Request, rt route,
 }
 
 // writeSSEError ends an OpenAI stream with an error event, which the openai
-// SDKs raise as an APIError.
-func writeSSEError(w http.ResponseWriter, lastNewline bool, msg string) {
+// SDKs raise as an APIError. gap ends the event before it (tail.gap).
+func writeSSEError(w http.ResponseWriter, gap, msg string) {
 	ev, _ := json.Marshal(map[string]any{"error": map[string]any{"message": msg, "type": "api_error", "param": nil, "code": nil}})
-	prefix := "data: "
-	if !lastNewline {
-		prefix = "\n\ndata: "
-	}
-	w.Write([]byte(prefix))
+	w.Write([]byte(gap + "data: "))
 	w.Write(ev)
 	w.Write([]byte("\n\n"))
 }
 
 // writeAnthropicSSEError ends an Anthropic stream (/v1/messages) with the
 // error event the Anthropic SDKs raise; they skip events without a name.
-func writeAnthropicSSEError(w http.ResponseWriter, lastNewline bool, msg string) {
+func writeAnthropicSSEError(w http.ResponseWriter, gap, msg string) {
 	ev, _ := json.Marshal(anthropicError(http.StatusInternalServerError, msg))
-	prefix := "event: error\ndata: "
-	if !lastNewline {
-		prefix = "\n\n" + prefix
-	}
-	w.Write([]byte(prefix))
+	w.Write([]byte(gap + "event: error\ndata: "))
 	w.Write(ev)
 	w.Write([]byte("\n\n"))
 }
@@ -206,16 +213,86 @@ func (t *tail) endsWith(suffix []byte) bool {
 }
 
 // tokens returns the prompt and completion token counts found last in the
-// tail: Ollama's prompt_eval_count/eval_count or OpenAI's usage fields.
+// tail: Ollama's prompt_eval_count/eval_count, OpenAI's usage fields, or
+// the input_tokens/output_tokens of the Anthropic and Responses APIs.
 func (t *tail) tokens() (prompt, completion int64) {
 	b := t.buf[:t.n]
-	prompt = lastNumber(b, `"prompt_eval_count":`)
-	completion = lastNumber(b, `"eval_count":`)
-	if prompt == 0 && completion == 0 {
-		prompt = lastNumber(b, `"prompt_tokens":`)
-		completion = lastNumber(b, `"completion_tokens":`)
+	for _, keys := range [...][2]string{
+		{`"prompt_eval_count":`, `"eval_count":`},
+		{`"prompt_tokens":`, `"completion_tokens":`},
+		{`"input_tokens":`, `"output_tokens":`},
+	} {
+		prompt, completion = lastNumber(b, keys[0]), lastNumber(b, keys[1])
+		if prompt != 0 || completion != 0 {
+			break
+		}
 	}
 	return prompt, completion
+}
+
+// lastLine is the tail's last line, without its line break; the part of
+// it the tail holds when it is longer.
+func (t *tail) lastLine() []byte {
+	b := bytes.TrimRight(t.buf[:t.n], " \r\n")
+	return b[bytes.LastIndexByte(b, '\n')+1:]
+}
+
+// complete reports whether the tail ends with a stream's last message, so
+// that a cut after it loses nothing: Ollama's done line (or the success
+// status of a pull, push or create), OpenAI's [DONE], Anthropic's
+// message_stop. A generate's done line can be longer than the tail (its
+// context array comes after "done"); eval_duration comes only in it.
+func (t *tail) complete(kind streamKind) bool {
+	if t.n == 0 || t.buf[t.n-1] != '\n' {
+		return false
+	}
+	line := t.lastLine()
+	switch kind {
+	case ndjsonBody:
+		return bytes.HasSuffix(line, []byte("}")) && (bytes.Contains(line, []byte(`"done":true`)) ||
+			bytes.Contains(line, []byte(`"eval_duration":`)) || string(line) == `{"status":"success"}`)
+	case sseBody:
+		return bytes.Equal(line, sseDone) || bytes.HasPrefix(line, []byte("data: ")) && bytes.Contains(line, []byte(`"type":"message_stop"`))
+	}
+	return false
+}
+
+// errorLine returns the message of a final {"error":…} line, which is how
+// Ollama ends a stream whose model runner failed.
+func (t *tail) errorLine() (string, bool) {
+	line := t.lastLine()
+	if !bytes.HasPrefix(line, []byte(`{"error":`)) {
+		return "", false
+	}
+	var v struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(line, &v) != nil || v.Error == "" {
+		return "", false
+	}
+	return v.Error, true
+}
+
+// gap is what must be written before a message of the proxy's own so that
+// it stands alone: a line break after a cut line (NDJSON), or what ends
+// the last event (SSE: an event ends with a blank line, and one left open
+// would swallow ours).
+func (t *tail) gap(kind streamKind) string {
+	b := t.buf[:t.n]
+	switch {
+	case len(b) == 0:
+		return ""
+	case kind != sseBody:
+		if b[len(b)-1] == '\n' {
+			return ""
+		}
+		return "\n"
+	case bytes.HasSuffix(b, []byte("\n\n")) || bytes.HasSuffix(b, []byte("\r\n\r\n")):
+		return ""
+	case b[len(b)-1] == '\n':
+		return "\n"
+	}
+	return "\n\n"
 }
 
 func lastNumber(b []byte, key string) int64 {

@@ -1,0 +1,168 @@
+package app_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aivonx/aivonx/app"
+	"github.com/aivonx/aivonx/internal/fakeollama"
+)
+
+// scriptNode is a fake Ollama (health checks, model lists) whose
+// inference routes run answer, which writes what a test needs, raw when
+// it hijacks the connection.
+func scriptNode(t *testing.T, answer http.HandlerFunc) urlOf {
+	t.Helper()
+	mux := http.NewServeMux()
+	mux.Handle("/", fakeollama.New(fakeollama.Options{Models: []string{"llama3:latest"}}))
+	for _, p := range []string{"POST /api/chat", "POST /v1/chat/completions"} {
+		mux.Handle(p, answer)
+	}
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return urlOf(srv.URL)
+}
+
+// raw hijacks the connection and writes head and body as they are, then
+// closes it.
+func raw(w http.ResponseWriter, head string, body ...string) {
+	conn, buf, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		panic(err)
+	}
+	defer conn.Close()
+	buf.WriteString(head)
+	for _, b := range body {
+		buf.WriteString(b)
+		buf.Flush()
+		time.Sleep(10 * time.Millisecond)
+	}
+	buf.Flush()
+}
+
+func chunk(s string) string { return fmt.Sprintf("%x\r\n%s\r\n", len(s), s) }
+
+// accessLine returns the last access line the proxy logged for path.
+func accessLine(t *testing.T, e *testEnv, path string) map[string]any {
+	t.Helper()
+	var found map[string]any
+	waitFor(t, "the access line of "+path, func() bool {
+		for _, l := range strings.Split(e.logs.String(), "\n") {
+			var v map[string]any
+			if json.Unmarshal([]byte(l), &v) == nil && v["msg"] == "request" && v["path"] == path {
+				found = v
+			}
+		}
+		return found != nil
+	})
+	return found
+}
+
+// TestRelayEndings: how each way a node's answer can end reaches the
+// client, the history and the in-flight counts.
+func TestRelayEndings(t *testing.T) {
+	const ndjsonHead = "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"
+	const sseHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+	const doneLine = `{"model":"llama3","done":true,"done_reason":"stop","prompt_eval_count":3,"eval_count":2,"eval_duration":5}` + "\n"
+	tok := `{"model":"llama3","message":{"role":"assistant","content":"hi"},"done":false}` + "\n"
+
+	t.Run("WholeAnswerCut", func(t *testing.T) {
+		// A cut inside a whole document can only be a cut connection;
+		// the node's lease must be released all the same.
+		e := newEnv(t, app.Config{}, scriptNode(t, func(w http.ResponseWriter, r *http.Request) {
+			raw(w, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n", `{"model":"llama3","message":{"content":"par`)
+		}))
+		resp, err := testClient.Post(e.proxy.URL+"/api/chat", "application/json", strings.NewReader(`{"model":"llama3","stream":false,"messages":[{"role":"user","content":"hi"}]}`))
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		if err == nil {
+			t.Fatal("a cut whole answer arrived as a complete one")
+		}
+		waitFor(t, "in-flight zero", func() bool { return e.inFlight() == 0 })
+	})
+
+	t.Run("OllamaErrorLine", func(t *testing.T) {
+		// Ollama's own report of a runner that died: the client has it,
+		// and the history must not call the stream clean.
+		e := newEnv(t, app.Config{}, scriptNode(t, func(w http.ResponseWriter, r *http.Request) {
+			raw(w, ndjsonHead, chunk(tok), chunk(`{"error":"llama runner process has terminated"}`+"\n"), "0\r\n\r\n")
+		}))
+		body := readAll(t, e.post("/api/chat", chat))
+		if !strings.HasSuffix(body, `{"error":"llama runner process has terminated"}`+"\n") || strings.Count(body, "error") != 1 {
+			t.Fatalf("body %q", body)
+		}
+		if got, _ := accessLine(t, e, "/api/chat")["stream_error"].(string); !strings.Contains(got, "llama runner process has terminated") {
+			t.Fatalf("stream_error %q; want the node's error", got)
+		}
+	})
+
+	t.Run("CutAfterDone", func(t *testing.T) {
+		// Everything arrived; only the chunked terminator is missing.
+		e := newEnv(t, app.Config{}, scriptNode(t, func(w http.ResponseWriter, r *http.Request) {
+			raw(w, ndjsonHead, chunk(tok), chunk(doneLine))
+		}))
+		body := readAll(t, e.post("/api/chat", chat))
+		if body != tok+doneLine {
+			t.Fatalf("body %q; want the two lines and no error", body)
+		}
+		line := accessLine(t, e, "/api/chat")
+		if line["stream_error"] != nil || line["eval_count"] != 2.0 {
+			t.Fatalf("access line %v; want no error and the token counts", line)
+		}
+	})
+
+	t.Run("SSECutBeforeBlankLine", func(t *testing.T) {
+		// The event's data line came, its blank line did not: the event
+		// is ended first, or the error would be read as part of it.
+		e := newEnv(t, app.Config{}, scriptNode(t, func(w http.ResponseWriter, r *http.Request) {
+			raw(w, sseHead, chunk("data: {\"n\":0}\n\n"), chunk("data: {\"n\":1}\n"))
+		}))
+		body := readAll(t, e.post("/v1/chat/completions", `{"model":"llama3","stream":true,"messages":[]}`))
+		if !strings.HasPrefix(body, "data: {\"n\":0}\n\ndata: {\"n\":1}\n\ndata: {\"error\":{") {
+			t.Fatalf("body %q", body)
+		}
+	})
+
+	t.Run("StreamOfAnyContentType", func(t *testing.T) {
+		// Media types are case-insensitive, and a streamed request is
+		// relayed chunk by chunk whatever the type: the node writes its
+		// second line only once the client has read the first.
+		for _, ct := range []string{"Application/X-NDJSON", "application/json; charset=utf-8", ""} {
+			read := make(chan struct{})
+			e := newEnv(t, app.Config{}, scriptNode(t, func(w http.ResponseWriter, r *http.Request) {
+				if ct == "" {
+					w.Header()["Content-Type"] = nil
+				} else {
+					w.Header().Set("Content-Type", ct)
+				}
+				io.WriteString(w, tok)
+				w.(http.Flusher).Flush()
+				select {
+				case <-read:
+				case <-time.After(3 * time.Second):
+				}
+				io.WriteString(w, doneLine)
+			}))
+			resp := e.post("/api/chat", chat)
+			if got := resp.Header.Get("Content-Type"); got != ct {
+				t.Errorf("Content-Type %q; want the node's %q", got, ct)
+			}
+			start := time.Now()
+			first, err := bufio.NewReader(resp.Body).ReadString('\n')
+			close(read)
+			if err != nil || first != tok || time.Since(start) > 2*time.Second {
+				t.Errorf("%q: first line %q (%v) after %s; want it before the node's next", ct, first, err, time.Since(start))
+			}
+			resp.Body.Close()
+		}
+	})
+}
