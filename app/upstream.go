@@ -194,8 +194,9 @@ func (t *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			return nil, err // the body was closed when it was written
 		}
-		// A pooled connection the node had closed: once more on a fresh
-		// one, with the body from the start.
+		// A pooled connection that failed before the node could act on
+		// the request: once more on a fresh one, with the body from the
+		// start.
 		if touched && body != nil {
 			if req.GetBody == nil {
 				return nil, err
@@ -259,7 +260,11 @@ func (t *upstream) exchange(ctx context.Context, c *upConn, req *http.Request, b
 		if isTimeout(perr) {
 			return fail(&headerTimeoutError{wait: wait, err: perr})
 		}
-		retry = c.reused && canReplay && (perr == io.EOF || errors.Is(perr, syscall.ECONNRESET))
+		// The node took the whole request and said nothing: it may have
+		// acted on it (crashed, restarted with it queued), so only a
+		// request that may be repeated is sent again here. The connection
+		// was checked before the write (usable).
+		retry = c.reused && canReplay && idempotent(req) && (perr == io.EOF || errors.Is(perr, syscall.ECONNRESET))
 		if perr == io.EOF {
 			perr = errors.New("node closed the connection before answering")
 		}
@@ -299,6 +304,17 @@ func (t *upstream) exchange(ctx context.Context, c *upConn, req *http.Request, b
 		resp.Body = &upBody{rc: resp.Body, c: c, t: t, ctx: ctx, stop: stop, keep: keep}
 	}
 	return resp, touched, false, nil
+}
+
+// idempotent reports whether req may be sent twice (RFC 9110 §9.2.2, as
+// net/http's Transport reads it): a safe method, or a declared
+// idempotency key.
+func idempotent(req *http.Request) bool {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return req.Header.Get("Idempotency-Key") != "" || req.Header.Get("X-Idempotency-Key") != ""
 }
 
 // noFirstByteTimeout is the context key of withoutFirstByteTimeout.
@@ -505,35 +521,52 @@ func (t *upstream) pool(key poolKey, create bool) *hostPool {
 	return p
 }
 
-// take returns the node's most recently used idle connection, or nil.
+// take returns the node's most recently used idle connection that is
+// still usable, or nil.
 func (t *upstream) take(key poolKey) *upConn {
 	p := t.pool(key, false)
 	if p == nil {
 		return nil
 	}
 	now := time.Now()
-	p.mu.Lock()
-	n := len(p.idle)
-	if n == 0 {
-		p.mu.Unlock()
-		return nil
-	}
-	c := p.idle[n-1]
-	if now.Sub(c.idleAt) <= t.idleTimeout {
+	for {
+		p.mu.Lock()
+		n := len(p.idle)
+		if n == 0 {
+			p.mu.Unlock()
+			return nil
+		}
+		c := p.idle[n-1]
+		if now.Sub(c.idleAt) > t.idleTimeout {
+			// The newest has expired, so have all the others.
+			stale := p.idle
+			p.idle = nil
+			p.mu.Unlock()
+			for _, c := range stale {
+				c.close()
+			}
+			return nil
+		}
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
-		c.reused = true
-		return c
-	}
-	// The newest has expired, so have all the others.
-	stale := p.idle
-	p.idle = nil
-	p.mu.Unlock()
-	for _, c := range stale {
+		if c.usable() {
+			c.reused = true
+			return c
+		}
 		c.close()
 	}
-	return nil
+}
+
+// usable reports whether an idle connection can carry a request: the node
+// has neither closed it (a restart, an idle timeout) nor sent anything
+// unasked, which would be read as the next request's answer. Checking
+// before the write is what allows a request, once written, never to be
+// sent again: a write to a connection the node had closed still succeeds,
+// and the failure shows only on the read, where it cannot be told from the
+// node failing that request.
+func (c *upConn) usable() bool {
+	return c.br.Buffered() == 0 && socketIdle(c.raw)
 }
 
 // put returns a connection to its node's pool.

@@ -513,6 +513,122 @@ func TestUpstreamStalePooledConnectionRetried(t *testing.T) {
 	}
 }
 
+// rawNode serves each connection with serve, which reads requests and
+// writes answers as they are; it counts connections and requests.
+type rawNode struct {
+	ln              net.Listener
+	conns, requests atomic.Int32
+}
+
+func newRawNode(t *testing.T, serve func(n *rawNode, c net.Conn, br *bufio.Reader)) *rawNode {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	n := &rawNode{ln: ln}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n.conns.Add(1)
+			go func() {
+				defer c.Close()
+				serve(n, c, bufio.NewReader(c))
+			}()
+		}
+	}()
+	return n
+}
+
+func (n *rawNode) URL() string { return "http://" + n.ln.Addr().String() }
+
+// read reads one request whole and counts it.
+func (n *rawNode) read(br *bufio.Reader) bool {
+	req, err := http.ReadRequest(br)
+	if err != nil {
+		return false
+	}
+	io.Copy(io.Discard, req.Body)
+	n.requests.Add(1)
+	return true
+}
+
+const okAnswer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+// TestUpstreamTakenRequestNotResent: a node that takes a whole request on
+// a pooled connection and closes it without a word may have acted on it
+// (it crashed, or restarted with the request queued), so a POST is not
+// sent to it again; a GET, which may be repeated, is.
+func TestUpstreamTakenRequestNotResent(t *testing.T) {
+	n := newRawNode(t, func(n *rawNode, c net.Conn, br *bufio.Reader) {
+		if n.read(br) {
+			io.WriteString(c, okAnswer) // the first on each connection is answered
+			n.read(br)                  // the second is taken, then the connection dropped
+		}
+	})
+	u := newTestUpstream(t, 5*time.Second)
+	send := func(method string) error {
+		var body io.Reader
+		if method == http.MethodPost {
+			body = strings.NewReader("{}")
+		}
+		req, _ := http.NewRequest(method, n.URL(), body)
+		resp, err := u.RoundTrip(req)
+		if err == nil {
+			io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		return err
+	}
+	if err := send(http.MethodPost); err != nil {
+		t.Fatal(err)
+	}
+	if err := send(http.MethodPost); err == nil {
+		t.Fatal("a POST the node dropped succeeded")
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n.requests.Load() != 2 || n.conns.Load() != 1 {
+		t.Fatalf("node saw %d requests on %d connections; want 2 on 1: a taken POST was sent again", n.requests.Load(), n.conns.Load())
+	}
+	if err := send(http.MethodGet); err != nil { // a fresh connection, answered
+		t.Fatal(err)
+	}
+	if err := send(http.MethodGet); err != nil {
+		t.Fatalf("a GET the node dropped was not sent again: %v", err)
+	}
+	if n.requests.Load() != 5 || n.conns.Load() != 3 {
+		t.Fatalf("node saw %d requests on %d connections; want 5 on 3", n.requests.Load(), n.conns.Load())
+	}
+}
+
+// TestUpstreamUnsolicitedBytes: bytes a node sends on an idle connection
+// are not the next request's answer: that connection is not used again.
+func TestUpstreamUnsolicitedBytes(t *testing.T) {
+	n := newRawNode(t, func(n *rawNode, c net.Conn, br *bufio.Reader) {
+		for n.read(br) {
+			io.WriteString(c, okAnswer)
+			if n.conns.Load() == 1 {
+				time.Sleep(20 * time.Millisecond) // after the proxy took the answer
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
+			}
+		}
+	})
+	u := newTestUpstream(t, 5*time.Second)
+	for i := range 2 {
+		time.Sleep(50 * time.Millisecond) // the stale answer has arrived
+		if _, got := upGet(t, u, n.URL()); got != "ok" {
+			t.Fatalf("request %d got %q", i, got)
+		}
+	}
+	if n.conns.Load() != 2 {
+		t.Fatalf("%d connections; want 2", n.conns.Load())
+	}
+}
+
 // A node that answers a large body without reading it: the request's write
 // fails, and the answer already sent is returned. (A Go node lingers 500ms
 // before it resets the connection, so the write blocks that long; net/http
