@@ -706,6 +706,38 @@ func TestLowestLatencyAvoidsSlowNode(t *testing.T) {
 	}
 }
 
+// TestPreferredNodesFallBack: the nodes a strategy or a load prefers come
+// first, not alone: when they are busy or down the request goes to the
+// others rather than failing.
+func TestPreferredNodesFallBack(t *testing.T) {
+	fast := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}, Loaded: []string{"llama3:latest"}})
+	slow := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+	slow.SetLivenessDelay(50 * time.Millisecond)
+	e := newEnv(t, app.Config{}, fast, slow)
+	e.store.mu.Lock()
+	e.store.settings.Strategy = fleet.LowestLatency
+	e.store.mu.Unlock()
+	e.settle()
+	fast.SetBusy(true)
+	for _, body := range []string{
+		`{"model":"llama3","prompt":"hi","stream":false}`, // lowest_latency prefers fast
+		`{"model":"llama3"}`,                              // a load prefers fast, where it is loaded
+	} {
+		resp := e.post("/api/generate", body)
+		if got := readAll(t, resp); resp.StatusCode != 200 {
+			t.Fatalf("%s with the preferred node busy: %d %s", body, resp.StatusCode, got)
+		}
+	}
+	if n := slow.Requests("/api/generate"); n != 2 {
+		t.Fatalf("the other node served %d requests; want 2", n)
+	}
+	// An unload goes only where the model is loaded.
+	resp := e.post("/api/generate", `{"model":"llama3","keep_alive":0}`)
+	if readAll(t, resp); slow.Requests("/api/generate") != 2 || fast.Requests("/api/generate") == 0 {
+		t.Fatalf("unload: %d, requests %d on the node without the model, %d on the one with it", resp.StatusCode, slow.Requests("/api/generate"), fast.Requests("/api/generate"))
+	}
+}
+
 func TestSSEWithoutDoneEndsWithError(t *testing.T) {
 	node := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}, Tokens: 5})
 	e := newEnv(t, app.Config{}, node)

@@ -216,7 +216,7 @@ func (h *Handler) handleCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, ollamaDialect, http.StatusServiceUnavailable, fleet.ErrNoCandidate.Error())
 		return
 	}
-	node, resp, release := h.forward(w, r, rt, v, body, cands)
+	node, resp, release := h.forward(w, r, rt, v, body, cands, nil)
 	if resp == nil {
 		return
 	}

@@ -304,11 +304,12 @@ func (h *Handler) proxy(rt route) http.HandlerFunc {
 		if !ok {
 			return
 		}
+		preferred, rest := v.settings.Strategy.Narrow(cands)
 		loadOnly := f.loadOnly(rt)
 		if loadOnly {
-			cands = h.toLoaded(r.Context(), rt, v, body, f, cands)
+			preferred, rest = h.toLoaded(r.Context(), rt, v, body, f, cands, preferred, rest)
 		}
-		node, resp, release := h.forward(w, r, rt, v, body, cands)
+		node, resp, release := h.forward(w, r, rt, v, body, preferred, rest)
 		if resp == nil {
 			return
 		}
@@ -343,25 +344,29 @@ func (h *Handler) candidates(w http.ResponseWriter, r *http.Request, rt route) (
 		writeErr(w, r, rt.dialect, err)
 		return nil, nil, f, nil, false
 	}
-	return v, body, f, v.settings.Strategy.Narrow(cands), true
+	return v, body, f, cands, true
 }
 
-// toLoaded narrows a request that only loads or unloads the model (no
+// toLoaded sends a request that only loads or unloads the model (no
 // prompt, no messages: what `ollama run` sends first, and `ollama stop`)
 // to the nodes that have it in memory, as /api/ps last listed them: a load
 // finds it there at no cost, and an unload frees it there rather than on a
-// node that never had it. An unload is also sent to every other such node
+// node that never had it. A load falls back on the other nodes when those
+// fail (busy, gone). An unload is also sent to every other such node
 // first, so that `ollama stop` frees the model across the fleet; the
-// client's answer comes from the one left.
-func (h *Handler) toLoaded(ctx context.Context, rt route, v *view, body []byte, f requestFields, cands []fleet.Candidate) []fleet.Candidate {
-	var loaded []fleet.Candidate
+// client's answer comes from the one left. Without such nodes the
+// strategy's split (preferred, rest) stands.
+func (h *Handler) toLoaded(ctx context.Context, rt route, v *view, body []byte, f requestFields, cands, preferred, rest []fleet.Candidate) ([]fleet.Candidate, []fleet.Candidate) {
+	var loaded, others []fleet.Candidate
 	for _, c := range cands {
 		if c.Loaded {
 			loaded = append(loaded, c)
+		} else {
+			others = append(others, c)
 		}
 	}
 	if len(loaded) == 0 {
-		return cands
+		return preferred, rest
 	}
 	if f.keepAliveZero && len(loaded) > 1 {
 		others := make([]pullTarget, len(loaded)-1)
@@ -374,18 +379,18 @@ func (h *Handler) toLoaded(ctx context.Context, rt route, v *view, body []byte, 
 			}
 			h.recheck(res.target.node.ID) // so that /api/ps stops listing it
 		}
-		return loaded[:1]
+		return loaded[:1], nil
 	}
-	return loaded
+	return loaded, others
 }
 
 // forward sends the request to the least loaded candidate and returns the
 // node, its response and the release of its in-flight lease, to be called
 // once the response is relayed. A candidate that cannot be reached, is
 // busy, or answers that it lacks the model, is dropped and the next one is
-// tried. When no node answers it
-// writes the error itself and returns a nil response.
-func (h *Handler) forward(w http.ResponseWriter, r *http.Request, rt route, v *view, body []byte, cands []fleet.Candidate) (*fleet.Node, *http.Response, func()) {
+// tried; once every candidate failed, the fallback ones are. When no node
+// answers it writes the error itself and returns a nil response.
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, rt route, v *view, body []byte, cands, fallback []fleet.Candidate) (*fleet.Node, *http.Response, func()) {
 	ctx := r.Context()
 	a := accessFrom(ctx)
 	if a.wholeAnswer {
@@ -394,12 +399,18 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, rt route, v *v
 		// own timeout (and its cancellation) is the bound.
 		ctx = withoutFirstByteTimeout(ctx)
 	}
-	ids := make([]int64, len(cands))
-	for i, c := range cands {
-		ids[i] = c.Node.ID
-	}
+	var ids []int64
 	var lastErr error
-	for len(cands) > 0 {
+	for len(cands) > 0 || len(fallback) > 0 {
+		if len(cands) == 0 || ids == nil {
+			if len(cands) == 0 {
+				cands, fallback = fallback, nil
+			}
+			ids = make([]int64, len(cands))
+			for i, c := range cands {
+				ids[i] = c.Node.ID
+			}
+		}
 		i, release, err := h.inflight.Acquire(ctx, ids)
 		if err != nil {
 			writeErr(w, r, rt.dialect, err)
@@ -407,7 +418,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, rt route, v *v
 		}
 		node := &cands[i].Node
 		resp, err := h.send(ctx, r, rt, v.urls[node.ID], body)
-		if err == nil && len(cands) > 1 {
+		if err == nil && len(cands)+len(fallback) > 1 {
 			switch resp.StatusCode {
 			case http.StatusServiceUnavailable:
 				// Busy (Ollama's queue is full): skip this node for this

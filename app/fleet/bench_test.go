@@ -39,7 +39,7 @@ func BenchmarkSelect(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				cands = fleet.LeastActive.Narrow(cands)
+				cands, _ = fleet.LeastActive.Narrow(cands)
 				i := fleet.PickLeast(len(cands), func(i int) int { return load[cands[i].Node.ID] }, rand.IntN)
 				load[cands[i].Node.ID]++
 			}

@@ -281,18 +281,20 @@ func TestNarrowLowestLatency(t *testing.T) {
 		strategy fleet.Strategy
 		in       []fleet.Candidate
 		want     []int64
+		wantRest []int64
 	}{
-		{"LeastActiveKeepsAll", fleet.LeastActive, []fleet.Candidate{c(1, 1), c(2, 100)}, []int64{1, 2}},
-		{"Fastest", fleet.LowestLatency, []fleet.Candidate{c(1, 10), c(2, 100), c(3, 50)}, []int64{1}},
-		{"NearTiesKept", fleet.LowestLatency, []fleet.Candidate{c(1, 10), c(2, 12), c(3, 50)}, []int64{1, 2}},
-		{"UnknownLatencyFallsBackToAll", fleet.LowestLatency, []fleet.Candidate{c(1, 0), c(2, 0)}, []int64{1, 2}},
-		{"UnknownLatencyLosesToKnown", fleet.LowestLatency, []fleet.Candidate{c(1, 0), c(2, 30)}, []int64{2}},
-		{"Single", fleet.LowestLatency, []fleet.Candidate{c(1, 99)}, []int64{1}},
+		{"LeastActiveKeepsAll", fleet.LeastActive, []fleet.Candidate{c(1, 1), c(2, 100)}, []int64{1, 2}, nil},
+		{"Fastest", fleet.LowestLatency, []fleet.Candidate{c(1, 10), c(2, 100), c(3, 50)}, []int64{1}, []int64{2, 3}},
+		{"NearTiesKept", fleet.LowestLatency, []fleet.Candidate{c(1, 10), c(2, 12), c(3, 50)}, []int64{1, 2}, []int64{3}},
+		{"UnknownLatencyFallsBackToAll", fleet.LowestLatency, []fleet.Candidate{c(1, 0), c(2, 0)}, []int64{1, 2}, nil},
+		{"UnknownLatencyLosesToKnown", fleet.LowestLatency, []fleet.Candidate{c(1, 0), c(2, 30)}, []int64{2}, []int64{1}},
+		{"Single", fleet.LowestLatency, []fleet.Candidate{c(1, 99)}, []int64{1}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := ids(tt.strategy.Narrow(tt.in)); fmt.Sprint(got) != fmt.Sprint(tt.want) {
-				t.Fatalf("Narrow = %v, want %v", got, tt.want)
+			got, rest := tt.strategy.Narrow(tt.in)
+			if fmt.Sprint(ids(got), ids(rest)) != fmt.Sprint(tt.want, tt.wantRest) {
+				t.Fatalf("Narrow = %v, %v; want %v, %v", ids(got), ids(rest), tt.want, tt.wantRest)
 			}
 		})
 	}

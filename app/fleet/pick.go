@@ -178,13 +178,14 @@ func lists(models []Model, key string) bool {
 // piling it on whichever won the last probe by a few microseconds.
 const latencyTolerance = 1.25
 
-// Narrow returns the candidates the strategy prefers; the in-flight tracker
-// then takes the least loaded of them. LeastActive keeps all of them.
-// LowestLatency keeps those within 25% of the fastest known latency, or all
-// of them while no latency is known. The input is not modified.
-func (s Strategy) Narrow(cands []Candidate) []Candidate {
+// Narrow splits the candidates into those the strategy prefers, for the
+// in-flight tracker to take the least loaded of, and the rest, to fall back
+// on when every preferred one fails. LeastActive prefers all of them.
+// LowestLatency prefers those within 25% of the fastest known latency, or
+// all of them while no latency is known. The input is not modified.
+func (s Strategy) Narrow(cands []Candidate) (preferred, rest []Candidate) {
 	if s != LowestLatency || len(cands) < 2 {
-		return cands
+		return cands, nil
 	}
 	var best time.Duration
 	for _, c := range cands {
@@ -193,16 +194,18 @@ func (s Strategy) Narrow(cands []Candidate) []Candidate {
 		}
 	}
 	if best == 0 {
-		return cands
+		return cands, nil
 	}
 	limit := time.Duration(float64(best) * latencyTolerance)
-	out := make([]Candidate, 0, len(cands))
+	preferred = make([]Candidate, 0, len(cands))
 	for _, c := range cands {
 		if c.Latency > 0 && c.Latency <= limit {
-			out = append(out, c)
+			preferred = append(preferred, c)
+		} else {
+			rest = append(rest, c)
 		}
 	}
-	return out
+	return preferred, rest
 }
 
 // PickLeast returns the index in [0, n) with the smallest load, choosing
