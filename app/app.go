@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aivonx/aivonx/app/fleet"
@@ -171,6 +172,7 @@ type Handler struct {
 	now       func() time.Time
 	patterns  []string // every route, see Patterns
 	ext       extensions
+	ending    atomic.Bool // EndStreams was called
 }
 
 // New builds the handler. It does no I/O; the first request reads the fleet.

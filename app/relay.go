@@ -81,6 +81,10 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rt route, node *
 			a.err = errClientGone
 			return // the client is gone; closing the body cancels the node
 		}
+		if streaming && rerr == nil && h.ending.Load() {
+			h.endStream(w, r, rt, node, kind)
+			return // closing the body cancels the node
+		}
 		// Flush every chunk of a stream at once, except one that came with
 		// the end of the body: returning flushes it together with the
 		// chunked terminator, one write instead of two.
@@ -150,6 +154,34 @@ func (h *Handler) streamFailed(w http.ResponseWriter, r *http.Request, rt route,
 		// connection so the client sees a truncated body, not a short one
 		// that parses.
 		panic(http.ErrAbortHandler)
+	}
+	flush(w)
+}
+
+// EndStreams makes every stream still running end at its next chunk, with
+// an error its client sees ("the proxy is shutting down"), instead of
+// being cut silently when the server closes. For the end of a shutdown's
+// grace period: a cut NDJSON stream looks complete to the Go client and
+// the ollama CLI.
+func (h *Handler) EndStreams() { h.ending.Store(true) }
+
+// endStream ends a stream the proxy stops (EndStreams) with the route's
+// error, as a node failure does, but the node is not to blame.
+func (h *Handler) endStream(w http.ResponseWriter, r *http.Request, rt route, node *fleet.Node, kind streamKind) {
+	a := accessFrom(r.Context())
+	msg := "aivonx is shutting down: the stream from node " + node.Name + " was cut; send the request again"
+	a.streamErr = msg
+	a.promptTok, a.evalTok = a.tail.tokens()
+	gap := a.tail.gap(kind)
+	switch {
+	case kind == ndjsonBody || kind == plainBody:
+		line, _ := json.Marshal(map[string]string{"error": msg})
+		w.Write([]byte(gap))
+		w.Write(append(line, '\n'))
+	case rt.dialect == anthropicDialect:
+		writeAnthropicSSEError(w, gap, msg)
+	default:
+		writeSSEError(w, gap, msg)
 	}
 	flush(w)
 }

@@ -176,7 +176,18 @@ func servePprof(addr string, log *slog.Logger) {
 
 // listen serves HTTP until ctx ends, then stops accepting, lets in-flight
 // streams finish up to the shutdown timeout, and cuts the rest.
-func listen(ctx context.Context, c *cli.Context, h http.Handler, maxHeaderBytes int, log *slog.Logger) error {
+// streamEnder is a handler whose streams can be told to end (app.Handler).
+type streamEnder interface {
+	http.Handler
+	EndStreams()
+}
+
+// streamEndGrace is how long streams have, once told to end at the
+// shutdown timeout, to write their last error line before the server
+// closes: a stream notices at its next chunk.
+const streamEndGrace = 3 * time.Second
+
+func listen(ctx context.Context, c *cli.Context, h streamEnder, maxHeaderBytes int, log *slog.Logger) error {
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: c.Duration("read-header-timeout"),
@@ -204,8 +215,16 @@ func listen(ctx context.Context, c *cli.Context, h http.Handler, maxHeaderBytes 
 	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("in-flight requests cut at the shutdown timeout", "err", err.Error())
-		srv.Close()
+		// Streams still running end with an error their clients see,
+		// rather than a cut that looks like a complete answer.
+		log.Warn("shutdown timeout: ending the streams still running", "timeout", timeout.String())
+		h.EndStreams()
+		gctx, gcancel := context.WithTimeout(context.Background(), streamEndGrace)
+		defer gcancel()
+		if err := srv.Shutdown(gctx); err != nil {
+			log.Warn("in-flight requests cut", "err", err.Error())
+			srv.Close()
+		}
 	}
 	log.Info("stopped")
 	return nil
