@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/aivonx/aivonx/app/history"
 )
 
 // access is what one request's access line reports. The proxy fills in the
@@ -196,7 +198,10 @@ func (h *Handler) logAccess(r *http.Request, a *access) {
 	attrs := make([]slog.Attr, 0, 16)
 	attrs = append(attrs,
 		slog.String("method", r.Method),
-		slog.String("path", r.URL.Path),
+		// What the client sent is cut to the history's limits: one request
+		// must not write megabytes to the log (or be dropped by its
+		// rotation, which refuses a line over its size).
+		slog.String("path", history.Clip(r.URL.Path, history.MaxPathLen)),
 		slog.Int("status", status),
 		slog.Float64("duration_ms", ms(time.Since(a.start))),
 		slog.Float64("ttfb_ms", ms(a.firstByte)),
@@ -205,7 +210,7 @@ func (h *Handler) logAccess(r *http.Request, a *access) {
 		slog.String("client", h.clientOf(r, a)),
 	)
 	if a.model != "" {
-		attrs = append(attrs, slog.String("model", a.model))
+		attrs = append(attrs, slog.String("model", history.Clip(a.model, history.MaxTextLen)))
 	}
 	if a.node != "" {
 		attrs = append(attrs, slog.String("node", a.node))
@@ -220,10 +225,10 @@ func (h *Handler) logAccess(r *http.Request, a *access) {
 		attrs = append(attrs, slog.Int64("prompt_eval_count", a.promptTok), slog.Int64("eval_count", a.evalTok))
 	}
 	if a.streamErr != "" {
-		attrs = append(attrs, slog.String("stream_error", a.streamErr))
+		attrs = append(attrs, slog.String("stream_error", history.Clip(a.streamErr, history.MaxErrorLen)))
 	}
 	if a.err != nil {
-		attrs = append(attrs, slog.String("err", a.err.Error()))
+		attrs = append(attrs, slog.String("err", history.Clip(a.err.Error(), history.MaxErrorLen)))
 	}
 	h.log.LogAttrs(r.Context(), level, "request", attrs...)
 }

@@ -166,3 +166,18 @@ func TestRelayEndings(t *testing.T) {
 		}
 	})
 }
+
+// TestAccessLineBounded: what a client sends is cut in the access line as
+// in the history, so one request cannot write megabytes to the log.
+func TestAccessLineBounded(t *testing.T) {
+	e := newEnv(t, app.Config{}, fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}}))
+	long := strings.Repeat("m", 100<<10)
+	resp := e.post("/api/chat", `{"model":"`+long+`"}`)
+	if body := readAll(t, resp); resp.StatusCode != 404 || !strings.Contains(body, long) {
+		t.Fatalf("%d: want Ollama's 404 naming the model", resp.StatusCode)
+	}
+	line := accessLine(t, e, "/api/chat")
+	if model, _ := line["model"].(string); len(model) == 0 || len(model) > 256 {
+		t.Fatalf("access line's model has %d bytes; want at most 256", len(model))
+	}
+}

@@ -68,18 +68,20 @@ const (
 // UTF-8 without NUL bytes (a request path may decode to anything, and
 // Postgres refuses both), cut to their limits.
 func (r Record) Clean() Record {
-	r.Path = clean(r.Path, MaxPathLen)
-	r.Model = clean(r.Model, MaxTextLen)
-	r.Node = clean(r.Node, MaxTextLen)
-	r.Who = clean(r.Who, MaxTextLen)
-	r.RequestID = clean(r.RequestID, MaxTextLen)
-	r.Client = clean(r.Client, MaxTextLen)
-	r.Method = clean(r.Method, 16)
-	r.Error = clean(r.Error, MaxErrorLen)
+	r.Path = Clip(r.Path, MaxPathLen)
+	r.Model = Clip(r.Model, MaxTextLen)
+	r.Node = Clip(r.Node, MaxTextLen)
+	r.Who = Clip(r.Who, MaxTextLen)
+	r.RequestID = Clip(r.RequestID, MaxTextLen)
+	r.Client = Clip(r.Client, MaxTextLen)
+	r.Method = Clip(r.Method, 16)
+	r.Error = Clip(r.Error, MaxErrorLen)
 	return r
 }
 
-func clean(s string, n int) string {
+// Clip cuts s to at most n bytes of valid UTF-8 without NUL bytes: what a
+// client sent, made fit for a log or a record.
+func Clip(s string, n int) string {
 	if len(s) > n {
 		s = s[:n] // a rune cut in half is dropped below
 	}
