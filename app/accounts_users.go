@@ -1,13 +1,16 @@
 package app
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"os"
 	"reflect"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/aivonx/aivonx/app/account"
 	"github.com/aivonx/aivonx/app/fleet"
@@ -17,12 +20,18 @@ import (
 // false when the body is not valid JSON for v, naming the field at fault in
 // the management API's shape rather than in Go's terms.
 func (h *Handler) readAccountJSON(w http.ResponseWriter, r *http.Request, v any) bool {
-	r.Body = http.MaxBytesReader(w, r.Body, maxAuthBody)
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAuthBody))
+	if err == nil && !utf8.Valid(body) {
+		// encoding/json would save "\xff" as "\ufffd" without a word.
+		writeError(w, ollamaDialect, http.StatusBadRequest, "request body must be valid UTF-8")
+		return false
+	}
 	if err == nil {
-		return true
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		if err = dec.Decode(v); err == nil {
+			return true
+		}
 	}
 	var typeErr *json.UnmarshalTypeError
 	var tooLarge *http.MaxBytesError

@@ -676,6 +676,7 @@ func TestAPIKeysOptional(t *testing.T) {
 			`{"name":7}`:                     `"errors":{"name":["must be a string"]}`,
 			`{"name":"evil\u001b[31mRED\r"}`: `"error":"name: must not contain control characters"`,
 			`name=web`:                       `"error":"request body must be a JSON object"`,
+			"{\"name\":\"\xff\xfe\"}":        `"error":"request body must be valid UTF-8"`,
 		} {
 			resp, got := e.do("POST", "/api/keys", body, "Authorization", "Bearer "+admin)
 			expect(t, resp, got, 400, want)

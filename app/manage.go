@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/aivonx/aivonx/app/fleet"
 )
@@ -159,6 +160,11 @@ func (h *Handler) readObject(w http.ResponseWriter, r *http.Request, known ...st
 			return nil, false
 		}
 		body = bytes.Trim(body, jsonSpace)
+		if !utf8.Valid(body) {
+			// encoding/json would save "\xff" as "\ufffd" without a word.
+			writeError(w, ollamaDialect, http.StatusBadRequest, "request body must be valid UTF-8")
+			return nil, false
+		}
 		switch {
 		case len(body) == 0:
 			out = map[string]json.RawMessage{}

@@ -211,6 +211,10 @@ func TestNodeCRUD(t *testing.T) {
 		if body := e.expect("POST", "/api/proxy/nodes", `[1]`, 400); body["error"] == nil {
 			t.Fatalf("body = %v", body)
 		}
+		// Bytes that are not UTF-8 are refused, not saved as U+FFFD.
+		if body := e.expect("POST", "/api/proxy/nodes", "{\"base_url\":\"http://x\",\"name\":\"\xff\xfe\"}", 400); body["error"] != "request body must be valid UTF-8" {
+			t.Fatalf("body = %v", body)
+		}
 	})
 
 	t.Run("PatchDrainsAndActiveAlias", func(t *testing.T) {
