@@ -2,6 +2,8 @@ package main
 
 import (
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -34,5 +36,26 @@ func TestNegativeDurationNamesTheFlag(t *testing.T) {
 	err := cliApp.Run([]string{"aivonx", "serve", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--health-interval", "-5s"})
 	if err == nil || !strings.Contains(err.Error(), "--health-interval must not be negative") {
 		t.Fatalf("err = %v, want the flag named", err)
+	}
+}
+
+// TestWorkerNeedsSharedState: the worker refuses the embedded mode before
+// opening anything, and takes --log-file like serve, so that its health
+// events can be kept in a file of its own.
+func TestWorkerNeedsSharedState(t *testing.T) {
+	for _, env := range []string{"DATABASE_URL", "AIVONX_DATABASE_URL", "REDIS_URL", "AIVONX_REDIS_URL", "AIVONX_LOG_FILE"} {
+		t.Setenv(env, "")
+	}
+	t.Chdir(t.TempDir())
+	if _, err := runCLI(t, "", "worker", "--once"); err == nil || !strings.Contains(err.Error(), "writes shared state") {
+		t.Fatalf("worker without a database: %v", err)
+	}
+	if entries, _ := os.ReadDir("."); len(entries) != 0 {
+		t.Fatalf("the refused worker created %v", entries)
+	}
+	log := filepath.Join(t.TempDir(), "worker.log")
+	_, err := runCLI(t, "", "worker", "--once", "--log-file", log, "--database-url", "postgres://127.0.0.1:1/x?connect_timeout=1", "--redis-url", "redis://127.0.0.1:1")
+	if err == nil || strings.Contains(err.Error(), "flag provided but not defined") {
+		t.Fatalf("worker --log-file with an unreachable database: %v", err)
 	}
 }

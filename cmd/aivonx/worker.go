@@ -1,8 +1,7 @@
 package main
 
 import (
-	"fmt"
-	"os"
+	"errors"
 
 	"github.com/urfave/cli/v2"
 )
@@ -18,7 +17,7 @@ holder dies. --once runs a single pass, for cron(8) or a Kubernetes CronJob.
 Under Lambda (AWS_LAMBDA_RUNTIME_API set) each scheduled invocation runs one pass.`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "once", Usage: "run one pass and exit"},
-			dataDirFlag, databaseFlag, redisFlag, redisPrefixFlag, logLevelFlag,
+			databaseFlag, redisFlag, redisPrefixFlag, logLevelFlag, logFileFlag,
 			healthEveryFlag, modelsEveryFlag, riseFlag, fallFlag, lockTTLFlag,
 		},
 		Action: runWorker,
@@ -26,18 +25,20 @@ Under Lambda (AWS_LAMBDA_RUNTIME_API set) each scheduled invocation runs one pas
 }
 
 func runWorker(c *cli.Context) error {
-	log, err := newLogger(c, os.Stdout)
+	if db, err := secret(c, databaseFlag); err != nil || db == "" {
+		// Checked first: the embedded store is not the worker's to open.
+		return errors.Join(err, errors.New("the worker writes shared state: set --database-url and --redis-url (the embedded serve checks its own nodes)"))
+	}
+	log, _, closeLog, err := serveLogger(c)
 	if err != nil {
 		return err
 	}
+	defer closeLog()
 	b, err := openBackend(c, log)
 	if err != nil {
 		return err
 	}
 	defer b.Close()
-	if b.mode == "embedded" {
-		return fmt.Errorf("the worker writes shared state: set --database-url and --redis-url (the embedded serve checks its own nodes)")
-	}
 	w, err := newWorker(c, b, log)
 	if err != nil {
 		return err
