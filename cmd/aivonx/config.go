@@ -26,7 +26,7 @@ var (
 	dataDirFlag = &cli.StringFlag{Name: "data-dir", Value: "./data", EnvVars: []string{"AIVONX_DATA_DIR"},
 		Usage: "directory of the embedded store (used when no database URL is set)"}
 	databaseFlag = &cli.StringFlag{Name: "database-url", EnvVars: []string{"DATABASE_URL", "AIVONX_DATABASE_URL"},
-		Usage: "Postgres URL; with --redis-url switches to the shared mode (also read from DATABASE_URL_FILE)"}
+		Usage: "Postgres URL of the shared mode (serve and worker need --redis-url too; also read from DATABASE_URL_FILE)"}
 	redisFlag = &cli.StringFlag{Name: "redis-url", EnvVars: []string{"REDIS_URL", "AIVONX_REDIS_URL"},
 		Usage: "Redis URL for shared node status and in-flight leases (also read from REDIS_URL_FILE)"}
 	redisPrefixFlag = &cli.StringFlag{Name: "redis-prefix", Value: "aivonx:", EnvVars: []string{"AIVONX_REDIS_PREFIX"},

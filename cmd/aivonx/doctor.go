@@ -38,7 +38,7 @@ environment as serve.`,
 			&cli.StringFlag{Name: "url", EnvVars: []string{"AIVONX_DOCTOR_URL"},
 				Usage: "a running proxy, asked for the worker's last pass in the embedded mode (default: serve's --addr on this machine)"},
 			addrFlag,
-			&cli.DurationFlag{Name: "timeout", Value: 5 * time.Second, Usage: "bound of each check"},
+			&cli.DurationFlag{Name: "timeout", Value: 5 * time.Second, EnvVars: []string{"AIVONX_DOCTOR_TIMEOUT"}, Usage: "bound of each check"},
 			dataDirFlag, databaseFlag, redisFlag, redisPrefixFlag, logLevelFlag, logFileFlag,
 			healthEveryFlag, secretKeyFlag, nodeAllowFlag,
 		},
@@ -119,6 +119,7 @@ func runDoctor(c *cli.Context) error {
 
 	// Store, schema, Redis; then the nodes and the last pass from the store.
 	var nodes []fleet.Node
+	nodesRead := false // a failed store is reported as such, not as an empty fleet
 	var lastPass time.Time
 	lastPassKnown := false
 	switch mode {
@@ -139,6 +140,7 @@ func runDoctor(c *cli.Context) error {
 		if err != nil {
 			d.fail("store", err.Error(), "check the permissions of "+dir+"; a newer aivonx may have written it")
 		} else {
+			nodesRead = true
 			d.ok("store", fmt.Sprintf("%s, %d node(s)", path, len(nodes)))
 		}
 		d.ok("redis", "not used in the embedded mode")
@@ -156,6 +158,8 @@ func runDoctor(c *cli.Context) error {
 				store := postgres.NewStore(pool)
 				if nodes, err = store.Nodes(ctx); err != nil {
 					d.fail("nodes", err.Error(), "see the database check above")
+				} else {
+					nodesRead = true
 				}
 				if statuses, err := store.Statuses(ctx); err == nil {
 					lastPass, lastPassKnown = fleet.LastPass(statuses), true
@@ -201,7 +205,7 @@ func runDoctor(c *cli.Context) error {
 	}
 
 	// Nodes, probed directly.
-	if len(nodes) == 0 {
+	if nodesRead && len(nodes) == 0 {
 		d.warn("nodes", "no node configured", "add one: aivonx nodes add http://HOST:11434 (or POST /api/proxy/nodes)")
 	}
 	client := &http.Client{Timeout: d.timeout, Transport: &http.Transport{Proxy: nil}}

@@ -114,6 +114,10 @@ func TestDoctor(t *testing.T) {
 				t.Errorf("output lacks %q:\n%s", want, out)
 			}
 		}
+		// The nodes were never read: that is not an empty fleet.
+		if strings.Contains(out, "no node configured") {
+			t.Errorf("an unreachable database reported as no nodes:\n%s", out)
+		}
 	})
 }
 
