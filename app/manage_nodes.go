@@ -52,6 +52,37 @@ func nodePort(baseURL string) int {
 }
 
 // nodeView joins nodes with their observed state.
+// onlyFields trims each node to the fields ?fields=a,b names, as the
+// upstream's dynamic-fields serializer did on every node action; names it
+// does not know are ignored, as there. Without the parameter the nodes
+// are returned whole.
+func onlyFields(r *http.Request, nodes []nodeJSON) []any {
+	out := make([]any, len(nodes))
+	var keep []string
+	for _, f := range strings.Split(r.URL.Query().Get("fields"), ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			keep = append(keep, f)
+		}
+	}
+	for i, n := range nodes {
+		if len(keep) == 0 {
+			out[i] = n
+			continue
+		}
+		b, _ := json.Marshal(n)
+		var all, trimmed map[string]json.RawMessage
+		_ = json.Unmarshal(b, &all)
+		trimmed = make(map[string]json.RawMessage, len(keep))
+		for _, k := range keep {
+			if v, ok := all[k]; ok {
+				trimmed[k] = v
+			}
+		}
+		out[i] = trimmed
+	}
+	return out
+}
+
 func (h *Handler) nodeView(ctx context.Context, nodes []fleet.Node) []nodeJSON {
 	states := map[int64]nodeState{}
 	if len(nodes) > 0 {
@@ -131,7 +162,7 @@ func (h *Handler) handleNodeList(w http.ResponseWriter, r *http.Request) {
 		prev = pageLink(r, limit, max(0, offset-limit))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
-		"count": len(nodes), "next": next, "previous": prev, "results": h.nodeView(r.Context(), page),
+		"count": len(nodes), "next": next, "previous": prev, "results": onlyFields(r, h.nodeView(r.Context(), page)),
 	})
 }
 
@@ -186,7 +217,7 @@ func (h *Handler) handleNodeGet(w http.ResponseWriter, r *http.Request) {
 	if nodeFailed(w, r, id, err) {
 		return
 	}
-	writeJSON(w, http.StatusOK, h.nodeView(r.Context(), []fleet.Node{n})[0])
+	writeJSON(w, http.StatusOK, onlyFields(r, h.nodeView(r.Context(), []fleet.Node{n}))[0])
 }
 
 func (h *Handler) requireAdminStore(w http.ResponseWriter) bool {
@@ -218,7 +249,7 @@ func (h *Handler) handleNodeCreate(w http.ResponseWriter, r *http.Request) {
 	h.log.Info("node added", "node", created.Name, "node_id", created.ID, "url", created.BaseURL, "enabled", created.Enabled)
 	h.view.invalidate()
 	h.refreshSoon(created.ID)
-	writeJSON(w, http.StatusCreated, h.nodeView(r.Context(), []fleet.Node{created})[0])
+	writeJSON(w, http.StatusCreated, onlyFields(r, h.nodeView(r.Context(), []fleet.Node{created}))[0])
 }
 
 // handleNodeUpdate is PUT (partial false) or PATCH /api/proxy/nodes/{id}.
@@ -259,7 +290,7 @@ func (h *Handler) handleNodeUpdate(partial bool) http.HandlerFunc {
 		if saved.Enabled {
 			h.refreshSoon(saved.ID)
 		}
-		writeJSON(w, http.StatusOK, h.nodeView(r.Context(), []fleet.Node{saved})[0])
+		writeJSON(w, http.StatusOK, onlyFields(r, h.nodeView(r.Context(), []fleet.Node{saved}))[0])
 	}
 }
 

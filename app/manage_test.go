@@ -458,6 +458,18 @@ func TestNodePagination(t *testing.T) {
 	if all := e.expect("GET", "/api/proxy/nodes?limit=abc&offset=-3", "", 200); len(all["results"].([]any)) != 5 {
 		t.Fatalf("defaults = %v", all)
 	}
+	// ?fields= trims every node to the fields named, as the upstream did;
+	// an unknown name is ignored.
+	page = e.expect("GET", "/api/proxy/nodes?limit=2&fields=id,+name,nope", "", 200)
+	for _, n := range page["results"].([]any) {
+		if got := n.(map[string]any); len(got) != 2 || got["id"] == nil || got["name"] == nil {
+			t.Fatalf("fields=id,name: %v", got)
+		}
+	}
+	one := e.expect("GET", "/api/proxy/nodes/1?fields=base_url", "", 200)
+	if len(one) != 1 || one["base_url"] == nil {
+		t.Fatalf("one node, fields=base_url: %v", one)
+	}
 	// A broken chunked body is a bad request, not a large one.
 	conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
 	if err != nil {

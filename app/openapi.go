@@ -160,9 +160,10 @@ var apiSchemas = map[string]any{
 }
 
 var (
-	pathID     = apiParam{Name: "id", In: "path", Type: "integer", Required: true}
-	pageLimit  = apiParam{Name: "limit", In: "query", Type: "integer", Desc: "page size, default and max 100"}
-	pageOffset = apiParam{Name: "offset", In: "query", Type: "integer", Desc: "default 0"}
+	pathID      = apiParam{Name: "id", In: "path", Type: "integer", Required: true}
+	pageLimit   = apiParam{Name: "limit", In: "query", Type: "integer", Desc: "page size, default and max 100"}
+	pageOffset  = apiParam{Name: "offset", In: "query", Type: "integer", Desc: "default 0"}
+	fieldsParam = apiParam{Name: "fields", In: "query", Type: "string", Desc: "comma-separated: only these fields of each node (e.g. id,name)"}
 )
 
 func init() {
@@ -223,11 +224,11 @@ func init() {
 	nodeRes := apiRes{Desc: "the node", Schema: ref("Node")}
 	documentAPI(
 		apiOp{Method: "GET", Path: "/api/proxy/nodes", Tag: "nodes", Auth: "user", Summary: "list nodes, by ID",
-			Params: []apiParam{pageLimit, pageOffset}, Resp: map[int]apiRes{200: {Desc: "a page", Schema: ref("NodeList")}}},
+			Params: []apiParam{pageLimit, pageOffset, fieldsParam}, Resp: map[int]apiRes{200: {Desc: "a page", Schema: ref("NodeList")}}},
 		apiOp{Method: "POST", Path: "/api/proxy/nodes", Tag: "nodes", Auth: "admin", Summary: "add a node; it is probed at once",
 			Body: ref("NodeInput"), Resp: map[int]apiRes{201: nodeRes, 400: fieldErrRes, 409: fieldErrRes, 501: errRes("no admin store")}},
 		apiOp{Method: "GET", Path: "/api/proxy/nodes/{id}", Tag: "nodes", Auth: "user", Summary: "one node",
-			Params: []apiParam{pathID}, Resp: map[int]apiRes{200: nodeRes, 404: errRes("node not found")}},
+			Params: []apiParam{pathID, fieldsParam}, Resp: map[int]apiRes{200: nodeRes, 404: errRes("node not found")}},
 		apiOp{Method: "PUT", Path: "/api/proxy/nodes/{id}", Tag: "nodes", Auth: "admin", Summary: "replace a node (omitted fields take their defaults)",
 			Params: []apiParam{pathID}, Body: ref("NodeInput"),
 			Resp: map[int]apiRes{200: nodeRes, 400: fieldErrRes, 404: errRes("node not found"), 409: fieldErrRes}},
