@@ -238,6 +238,9 @@ func newWorker(c *cli.Context, b *backend, log *slog.Logger) (*worker.Worker, er
 	}, b.store, b.passes, b.lock, nil, log)
 }
 
+// localOllama is the node the embedded mode starts with when given none.
+const localOllama = "http://127.0.0.1:11434"
+
 // seedStore adds the --node URLs that the store lacks, saves --strategy when
 // given, and in the embedded mode falls back to a local Ollama when the
 // store has no node at all.
@@ -256,7 +259,10 @@ func seedStore(c *cli.Context, store nodeStore, embedded bool, log *slog.Logger)
 		return fmt.Errorf("read nodes: %w", err)
 	}
 	if len(urls) == 0 && len(existing) == 0 && embedded {
-		urls = []string{"http://127.0.0.1:11434"}
+		urls = []string{localOllama}
+		// It is saved like any node, so say how to undo it: a later
+		// --node adds to it rather than replacing it.
+		log.Info("no node given and none stored: adding the local Ollama; remove it with `aivonx nodes rm ID` if there is none", "url", localOllama)
 	}
 	have := map[string]bool{}
 	for _, n := range existing {
