@@ -14,7 +14,7 @@ import (
 //	                     "liveness_delay_ms":300,"token_delay_ms":20}
 //	                    absent fields are left unchanged; answers the state
 //	GET  /_fake/faults  the current fault state
-//	POST /_fake/reset   ClearFaults and ResetStats
+//	POST /_fake/reset   ClearFaults, the token delay it started with, and ResetStats
 //	GET  /_fake/stats   {"requests":{"/api/chat":3,...},"active":0,"cancelled":1}
 //	GET  /_fake/last?path=/api/chat
 //	                    {"host":"...","headers":{...},"body":"..."} of the last
@@ -65,6 +65,7 @@ func (s *Server) handleControl(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.faultState())
 	case "POST /_fake/reset":
 		s.ClearFaults()
+		s.SetTokenDelay(s.opts.TokenDelay) // the delay it started with, which /_fake/faults may have changed
 		s.ResetStats()
 		writeJSON(w, http.StatusOK, s.faultState())
 	case "GET /_fake/stats":

@@ -332,7 +332,9 @@ func TestControlEndpoints(t *testing.T) {
 	if !strings.Contains(string(body), `"body":"{\"model\":\"llama3\"`) {
 		t.Fatalf("last: %s", body)
 	}
-	do(t, "POST", s.URL()+"/_fake/reset", "")
+	if _, body := do(t, "POST", s.URL()+"/_fake/reset", ""); !strings.Contains(string(body), `"token_delay_ms":0`) {
+		t.Fatalf("reset kept the token delay: %s", body)
+	}
 	if resp, _ := do(t, "POST", s.URL()+"/api/chat", chatBody); resp.StatusCode != 200 {
 		t.Fatalf("after reset: %d", resp.StatusCode)
 	}
