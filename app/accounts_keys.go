@@ -132,9 +132,11 @@ func (h *Handler) requireAPIKey(d dialect, next http.Handler) http.Handler {
 // answered the request.
 func (h *Handler) admitKey(d dialect, w http.ResponseWriter, r *http.Request) (keyID int64, _ *http.Request, ok bool) {
 	st := h.ext.auth
+	// Either header may carry the key; some clients send both, one of
+	// them a placeholder (x-api-key: dummy next to the real bearer).
 	raw := r.Header.Get("X-API-Key")
-	if raw == "" {
-		raw, _ = bearerToken(r)
+	if bearer, _ := bearerToken(r); raw == "" || !account.LooksLikeKey(raw) && account.LooksLikeKey(bearer) {
+		raw = bearer
 	}
 	var key account.Key
 	found := false

@@ -777,6 +777,13 @@ func TestAPIKeysRequired(t *testing.T) {
 		resp, got := e.do("POST", "/api/chat", chatBody, "X-API-Key", key)
 		expect(t, resp, got, 200, `"done":true`)
 	})
+	t.Run("KeyNextToAPlaceholder", func(t *testing.T) {
+		// Clients that send both headers, one of them a placeholder.
+		resp, got := e.do("POST", "/api/chat", chatBody, "X-API-Key", "dummy", "Authorization", "Bearer "+key)
+		expect(t, resp, got, 200, `"done":true`)
+		resp, got = e.do("POST", "/api/chat", chatBody, "X-API-Key", key, "Authorization", "Bearer sk-placeholder")
+		expect(t, resp, got, 200, `"done":true`)
+	})
 	t.Run("LoggedInUser", func(t *testing.T) {
 		resp, _ := e.do("POST", "/api/account/session", `{"username":"alice","password":"correct horse"}`)
 		c := sessionCookieOf(t, resp)
