@@ -689,15 +689,23 @@ func TestRoutingSpreadsAndDrains(t *testing.T) {
 	}
 }
 
-func TestLowestLatencyAvoidsSlowNode(t *testing.T) {
-	fast := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
-	slow := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+// lowestLatencyEnv is a proxy routing by lowest latency in front of a fast
+// node (started with fastOpts) and a slow one.
+func lowestLatencyEnv(t *testing.T, fastOpts fakeollama.Options) (e *testEnv, fast, slow *fakeollama.Server) {
+	fastOpts.Models = []string{"llama3:latest"}
+	fast = fakeollama.Start(t, fastOpts)
+	slow = fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
 	slow.SetLivenessDelay(50 * time.Millisecond)
-	e := newEnv(t, app.Config{}, fast, slow)
+	e = newEnv(t, app.Config{}, fast, slow)
 	e.store.mu.Lock()
 	e.store.settings.Strategy = fleet.LowestLatency
 	e.store.mu.Unlock()
 	e.settle()
+	return e, fast, slow
+}
+
+func TestLowestLatencyAvoidsSlowNode(t *testing.T) {
+	e, _, slow := lowestLatencyEnv(t, fakeollama.Options{})
 	for range 20 {
 		readAll(t, e.post("/api/chat", `{"model":"llama3","stream":false}`))
 	}
@@ -710,14 +718,7 @@ func TestLowestLatencyAvoidsSlowNode(t *testing.T) {
 // first, not alone: when they are busy or down the request goes to the
 // others rather than failing.
 func TestPreferredNodesFallBack(t *testing.T) {
-	fast := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}, Loaded: []string{"llama3:latest"}})
-	slow := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
-	slow.SetLivenessDelay(50 * time.Millisecond)
-	e := newEnv(t, app.Config{}, fast, slow)
-	e.store.mu.Lock()
-	e.store.settings.Strategy = fleet.LowestLatency
-	e.store.mu.Unlock()
-	e.settle()
+	e, fast, slow := lowestLatencyEnv(t, fakeollama.Options{Loaded: []string{"llama3:latest"}})
 	fast.SetBusy(true)
 	for _, body := range []string{
 		`{"model":"llama3","prompt":"hi","stream":false}`, // lowest_latency prefers fast

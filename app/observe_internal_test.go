@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -165,5 +167,40 @@ func TestPanicAnswers500(t *testing.T) {
 	}
 	if err == nil {
 		t.Error("a panic mid-answer ended it cleanly; want the connection cut")
+	}
+}
+
+// outageFleet is a FleetStore of one node that can go down.
+type outageFleet struct{ down atomic.Bool }
+
+func (f *outageFleet) Nodes(context.Context) ([]fleet.Node, error) {
+	if f.down.Load() {
+		return nil, fmt.Errorf("list nodes: %w", fleet.ErrUnavailable)
+	}
+	return []fleet.Node{{ID: 1, Name: "gpu-1", BaseURL: "http://127.0.0.1:1", Enabled: true}}, nil
+}
+
+func (f *outageFleet) Settings(context.Context) (fleet.Settings, error) {
+	return fleet.DefaultSettings(), nil
+}
+
+// TestInvalidateKeepsTheFleet: a change that makes the next request re-read
+// the fleet (a re-probe after a failure, a save) must not leave a replica
+// without one while the store is down: the last nodes stand in.
+func TestInvalidateKeepsTheFleet(t *testing.T) {
+	store := &outageFleet{}
+	h, err := New(Config{}, Deps{Fleet: store, Statuses: memory.NewStatusBoard(), InFlight: memory.NewInFlight(),
+		Log: slog.New(slog.NewJSONHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if v := h.view.get(ctx, h.now()); len(v.nodes) != 1 {
+		t.Fatalf("nodes %v", v.nodes)
+	}
+	store.down.Store(true)
+	h.view.invalidate()
+	if v := h.view.get(ctx, h.now()); len(v.nodes) != 1 || v.storeErr == nil {
+		t.Fatalf("after invalidate with the store down: nodes %v, store error %v; want the last node kept", v.nodes, v.storeErr)
 	}
 }

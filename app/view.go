@@ -82,8 +82,23 @@ func (c *viewCache) refresh(ctx context.Context, prev *view) *view {
 	return v
 }
 
-// invalidate makes the next request read the fleet again.
-func (c *viewCache) invalidate() { c.cur.Store(nil) }
+// invalidate makes the next request read the fleet again. The view is
+// kept, only marked out of date: it is what a refresh falls back on when
+// the store is down, and dropping it would leave a replica with no fleet
+// at all for the length of a Postgres outage.
+func (c *viewCache) invalidate() {
+	for {
+		v := c.cur.Load()
+		if v == nil {
+			return
+		}
+		stale := *v
+		stale.at = time.Time{}
+		if c.cur.CompareAndSwap(v, &stale) {
+			return
+		}
+	}
+}
 
 // loadView reads nodes, settings and statuses. When a dependency fails, the
 // previous data stands in for it: Postgres down keeps the last nodes,
