@@ -98,3 +98,52 @@ func TestPassReadsStatusesWithoutMarks(t *testing.T) {
 		t.Fatalf("the mark no longer holds: %+v", routed[0])
 	}
 }
+
+// outageList is a node store that can be down.
+type outageList struct {
+	nodes nodeList
+	down  bool
+}
+
+func (l *outageList) Nodes(ctx context.Context) ([]fleet.Node, error) {
+	if l.down {
+		return nil, errors.New("list nodes: unavailable: connection refused")
+	}
+	return l.nodes, nil
+}
+
+// TestPassThroughANodeStoreOutage: with the node store (Postgres) down the
+// pass probes the last nodes it read, so that a node that dies or recovers
+// during the outage is seen (the statuses still reach Redis); a worker that
+// never read the nodes has nothing to probe and says why.
+func TestPassThroughANodeStoreOutage(t *testing.T) {
+	node := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+	store := &outageList{nodes: nodeList{{ID: 1, Name: "a", BaseURL: node.URL(), Enabled: true}}}
+	logs := &testenv.Buffer{}
+	board := memory.NewStatusBoard()
+	w, err := worker.New(worker.Config{Rise: 1, Fall: 1, ProbeTimeout: time.Second}, store, board, nil, nil, slog.New(slog.NewJSONHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.down = true
+	if err := w.RunOnce(context.Background()); err == nil {
+		t.Fatal("a pass with no node list ever read succeeded")
+	}
+	store.down = false
+	if err := w.RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	store.down = true
+	node.Stop()
+	for range 2 {
+		if err := w.RunOnce(context.Background()); err != nil {
+			t.Fatalf("pass during the outage: %v", err)
+		}
+	}
+	if statuses, _ := board.Statuses(context.Background()); len(statuses) != 1 || statuses[0].Healthy {
+		t.Fatalf("statuses after the node died during the outage: %+v", statuses)
+	}
+	if n := strings.Count(logs.String(), "node store unavailable"); n != 1 {
+		t.Fatalf("%d warnings over two passes, want one per outage:\n%s", n, logs)
+	}
+}

@@ -49,6 +49,10 @@ type Worker struct {
 	// lockDown remembers that the last pass could not reach the lock, so
 	// that an outage is logged once. Guarded by mu.
 	lockDown bool
+	// lastNodes is the node list last read, probed while the store cannot
+	// be read; nodesDown says it is in use. Guarded by mu.
+	lastNodes []fleet.Node
+	nodesDown bool
 }
 
 // New builds a worker. lock may be nil (a single worker); client nil means a
@@ -117,9 +121,9 @@ func (w *Worker) pass(ctx context.Context, only *int64) error {
 			defer unlock()
 		}
 	}
-	nodes, err := w.nodes.Nodes(ctx)
+	nodes, err := w.readNodes(ctx)
 	if err != nil {
-		return err // the store's error names the operation
+		return err
 	}
 	prev := map[int64]fleet.Status{}
 	read := w.store.Statuses
@@ -178,6 +182,29 @@ func (w *Worker) pass(ctx context.Context, only *int64) error {
 		w.log.Debug("health pass done", "nodes", len(nodes), "healthy", healthy, "duration_ms", time.Since(start).Milliseconds())
 	}
 	return nil
+}
+
+// readNodes lists the nodes to probe. While the store cannot be read it
+// returns the last list read, so that health checks go on through a
+// Postgres outage (the statuses still reach Redis, which every handler
+// reads); with no list yet it returns the store's error. w.mu is held.
+func (w *Worker) readNodes(ctx context.Context) ([]fleet.Node, error) {
+	nodes, err := w.nodes.Nodes(ctx)
+	switch {
+	case err == nil:
+		if w.nodesDown {
+			w.log.Info("node store available again")
+			w.nodesDown = false
+		}
+		w.lastNodes = nodes
+		return nodes, nil
+	case w.lastNodes == nil:
+		return nil, err // the store's error names the operation
+	case !w.nodesDown:
+		w.log.Warn("node store unavailable; probing the last known nodes until it is back", "nodes", len(w.lastNodes), "err", err.Error())
+		w.nodesDown = true
+	}
+	return w.lastNodes, nil
 }
 
 // logProbe is the debug line of one node's probe: what an operator needs to

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -101,6 +102,9 @@ type sharedStatus struct {
 	}
 	last statusStore
 	log  *slog.Logger
+	// hotDown and lastDown remember a failed write, so that an outage is
+	// logged once, and its end too.
+	hotDown, lastDown atomic.Bool
 }
 
 func (s *sharedStatus) Statuses(ctx context.Context) ([]fleet.Status, error) {
@@ -128,15 +132,23 @@ func (s *sharedStatus) hotOrLast(ctx context.Context, hot func(context.Context) 
 func (s *sharedStatus) WriteStatuses(ctx context.Context, statuses []fleet.Status) error {
 	errHot := s.hot.WriteStatuses(ctx, statuses)
 	errLast := s.last.WriteStatuses(ctx, statuses)
-	switch {
-	case errHot != nil && errLast != nil:
+	if errHot != nil && errLast != nil {
 		return errors.Join(errHot, errLast)
-	case errHot != nil:
-		s.log.Warn("pass written to Postgres only", "err", errHot.Error())
-	case errLast != nil:
-		s.log.Warn("pass written to Redis only", "err", errLast.Error())
 	}
+	s.logOutage(&s.hotDown, errHot, "statuses written to Postgres only until Redis is back", "statuses written to Redis again")
+	s.logOutage(&s.lastDown, errLast, "statuses written to Redis only until Postgres is back", "statuses written to Postgres again")
 	return nil
+}
+
+// logOutage logs the first failed write of an outage, and the first write
+// after it.
+func (s *sharedStatus) logOutage(down *atomic.Bool, err error, failing, back string) {
+	switch {
+	case err != nil && !down.Swap(true):
+		s.log.Warn(failing, "err", err.Error())
+	case err == nil && down.Swap(false):
+		s.log.Info(back)
+	}
 }
 
 func (s *sharedStatus) MarkUnreachable(ctx context.Context, nodeID int64, reason string) error {
