@@ -310,10 +310,17 @@ func itoa(n uint64) string {
 }
 
 // shortReason turns a transport error into a short, secret-free reason.
+// Clients see it, so the node's address goes: they know nodes by name.
 func shortReason(err error) string {
 	s := err.Error()
 	if i := strings.LastIndex(s, ": "); i >= 0 && strings.Contains(s, "dial tcp") {
 		return s[i+2:]
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		// "read tcp 10.0.0.5:41234->10.0.0.7:11434: read: connection
+		// reset by peer" becomes "read: connection reset by peer".
+		s = strings.Replace(s, op.Error(), op.Err.Error(), 1)
 	}
 	if len(s) > 200 {
 		s = s[:200]

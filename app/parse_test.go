@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/aivonx/aivonx/app/fleet"
@@ -222,6 +226,23 @@ func BenchmarkParseModel(b *testing.B) {
 	for b.Loop() {
 		if _, err := parseModel(body); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+func TestShortReasonHidesAddresses(t *testing.T) {
+	reset := &net.OpError{Op: "read", Net: "tcp", Source: &net.TCPAddr{IP: net.IPv4(10, 0, 0, 5), Port: 41234},
+		Addr: &net.TCPAddr{IP: net.IPv4(10, 0, 0, 7), Port: 11434}, Err: os.NewSyscallError("read", syscall.ECONNRESET)}
+	refused := &net.OpError{Op: "dial", Net: "tcp", Addr: &net.TCPAddr{IP: net.IPv4(10, 0, 0, 7), Port: 11434},
+		Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+	for err, want := range map[error]string{
+		fmt.Errorf("read response: %w", reset):   "read response: read: connection reset by peer",
+		reset:                                    "read: connection reset by peer",
+		refused:                                  "connection refused",
+		errors.New("node closed the connection"): "node closed the connection",
+	} {
+		if got := shortReason(err); got != want || strings.Contains(got, "10.0.0") {
+			t.Errorf("shortReason(%v) = %q; want %q", err, got, want)
 		}
 	}
 }
