@@ -132,6 +132,25 @@ func TestRelayEndings(t *testing.T) {
 		}
 	})
 
+	t.Run("NodeFallsSilent", func(t *testing.T) {
+		// A node frozen mid-stream: the stream ends with an error after
+		// the first-byte timeout instead of holding the client for ever.
+		e := newEnv(t, app.Config{FirstByteTimeout: 300 * time.Millisecond}, scriptNode(t, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			io.WriteString(w, tok)
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+			case <-time.After(10 * time.Second):
+			}
+		}))
+		start := time.Now()
+		body := readAll(t, e.post("/api/chat", chat))
+		if !strings.HasPrefix(body, tok) || !strings.Contains(body, `failed mid-stream: sent nothing for 300ms"}`) || time.Since(start) > 5*time.Second {
+			t.Fatalf("after %s: %q; want the token, then an error line", time.Since(start), body)
+		}
+	})
+
 	t.Run("StreamOfAnyContentType", func(t *testing.T) {
 		// Media types are case-insensitive, and a streamed request is
 		// relayed chunk by chunk whatever the type: the node writes its

@@ -228,12 +228,23 @@ func (t *upstream) exchange(ctx context.Context, c *upConn, req *http.Request, b
 		}
 		return nil, touched, retry, err
 	}
+	// A node that stops reading (frozen) must not hold the request for
+	// ever: the write is bounded as the wait for the answer is.
+	if t.firstByteTimeout > 0 {
+		_ = c.conn.SetWriteDeadline(time.Now().Add(t.firstByteTimeout))
+	}
 	touched, local, werr := writeRequest(c.conn, req, body, cl)
 	if touched && body != nil {
 		body.Close()
 	}
 	if local {
 		return fail(werr)
+	}
+	if isTimeout(werr) {
+		return fail(&headerTimeoutError{wait: t.firstByteTimeout, err: werr})
+	}
+	if t.firstByteTimeout > 0 {
+		_ = c.conn.SetWriteDeadline(time.Time{})
 	}
 	canReplay := !touched || body == nil || req.GetBody != nil
 	wait := t.firstByteTimeout
@@ -350,6 +361,9 @@ type upBody struct {
 	keep  bool
 	state atomic.Int32 // bodyReading, bodyDone, bodyClosed
 	err   error        // the error Read returned last, set and read by Read only
+	// idleUntil is the read deadline waitData set last: a stream silent
+	// for the first-byte timeout has failed.
+	idleUntil time.Time
 }
 
 const (
@@ -371,8 +385,14 @@ func (b *upBody) Read(p []byte) (int, error) {
 		return 0, errBodyClosed
 	}
 	n, err := b.rc.Read(p)
+	if err != nil && err != io.EOF && !b.idleUntil.IsZero() && isTimeout(err) {
+		err = &stallError{idle: b.t.firstByteTimeout}
+	}
 	switch {
 	case err == io.EOF:
+		if !b.idleUntil.IsZero() {
+			_ = b.c.conn.SetReadDeadline(time.Time{}) // the connection may serve a whole answer next
+		}
 		if b.state.CompareAndSwap(bodyReading, bodyDone) {
 			b.t.release(b.c, b.stop, b.keep)
 		}
@@ -394,11 +414,29 @@ func (b *upBody) Read(p []byte) (int, error) {
 // waitData blocks until the node has sent more of the body, or the
 // connection failed, so that the caller takes a buffer only once there is
 // something to copy into it. A failure is left for Read to report.
+//
+// It also bounds the silence: a node that stops sending mid-stream (frozen,
+// its machine gone) fails the stream after the first-byte timeout, rather
+// than holding the client for ever. The deadline moves only once half of
+// it is spent, not at every token.
 func (b *upBody) waitData() {
 	if b.state.Load() == bodyReading && b.c.br.Buffered() == 0 {
+		if idle := b.t.firstByteTimeout; idle > 0 {
+			if now := time.Now(); b.idleUntil.Sub(now) < idle/2 {
+				b.idleUntil = now.Add(idle)
+				_ = b.c.conn.SetReadDeadline(b.idleUntil)
+			}
+		}
 		_, _ = b.c.br.Peek(1)
 	}
 }
+
+// stallError is a stream whose node sent nothing for too long.
+type stallError struct{ idle time.Duration }
+
+func (e *stallError) Error() string   { return "sent nothing for " + e.idle.String() }
+func (e *stallError) Timeout() bool   { return true }
+func (e *stallError) Temporary() bool { return true }
 
 // Close ends the body. Before its end that closes the connection: a
 // half-read connection is never reused. Idempotent, and safe to call while

@@ -605,6 +605,23 @@ func TestUpstreamTakenRequestNotResent(t *testing.T) {
 	}
 }
 
+// TestUpstreamFrozenNodeBoundsTheWrite: a node that stops reading (a
+// frozen process) cannot hold a request with a large body for ever: the
+// write is bounded by the first-byte timeout too.
+func TestUpstreamFrozenNodeBoundsTheWrite(t *testing.T) {
+	n := newRawNode(t, func(n *rawNode, c net.Conn, br *bufio.Reader) {
+		time.Sleep(10 * time.Second) // reads nothing
+	})
+	u := newTestUpstream(t, 300*time.Millisecond)
+	req, _ := http.NewRequest(http.MethodPost, n.URL(), bytes.NewReader(make([]byte, 64<<20)))
+	start := time.Now()
+	_, err := u.RoundTrip(req)
+	var hte *headerTimeoutError
+	if !errors.As(err, &hte) || time.Since(start) > 5*time.Second {
+		t.Fatalf("after %s: %v; want a timeout after about 300ms", time.Since(start), err)
+	}
+}
+
 // TestUpstreamUnsolicitedBytes: bytes a node sends on an idle connection
 // are not the next request's answer: that connection is not used again.
 func TestUpstreamUnsolicitedBytes(t *testing.T) {
@@ -900,7 +917,7 @@ func TestUpstreamReadErrorIsSticky(t *testing.T) {
 	conn := &resetOnce{}
 	c := &upConn{conn: conn, raw: conn, limit: -1}
 	c.br = bufio.NewReaderSize(c, upReadBufferSize)
-	b := &upBody{rc: io.NopCloser(c.br), c: c, ctx: context.Background(), stop: func() bool { return true }}
+	b := &upBody{rc: io.NopCloser(c.br), c: c, t: &upstream{}, ctx: context.Background(), stop: func() bool { return true }}
 	b.waitData()
 	if _, err := b.Read(make([]byte, 64)); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("Read after a failed wait = %v, want the reset", err)
