@@ -104,7 +104,7 @@ func errorStatus(err error) (int, string) {
 	case errors.Is(err, fleet.ErrConflict):
 		return http.StatusConflict, err.Error()
 	case errors.Is(err, fleet.ErrUnavailable):
-		return http.StatusServiceUnavailable, "the store is unavailable (database down?): this change was not saved, try again shortly; proxying is not affected"
+		return http.StatusServiceUnavailable, "the store is unavailable (database down, or its disk full?): this change was not saved, try again shortly; proxying is not affected"
 	}
 	return http.StatusInternalServerError, "internal error"
 }

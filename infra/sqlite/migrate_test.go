@@ -3,11 +3,13 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/aivonx/aivonx/app/fleet"
 	"github.com/aivonx/aivonx/app/history"
 )
 
@@ -120,5 +122,24 @@ func TestRecordRequests_SameMicrosecond(t *testing.T) {
 	var n int
 	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM request_log`).Scan(&n); err != nil || n != 601 {
 		t.Errorf("%d records stored, %v; want 601", n, err)
+	}
+}
+
+// TestFileTroubleIsUnavailable: a write the file refuses (here read-only;
+// a full disk alike) is an outage the API answers with 503, "try again",
+// not an internal error.
+func TestFileTroubleIsUnavailable(t *testing.T) {
+	s, err := Open(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.db.SetMaxOpenConns(1) // the pragma below holds for one connection
+	if _, err := s.db.Exec("PRAGMA query_only = ON"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.CreateNode(context.Background(), fleet.Node{BaseURL: "http://10.0.0.1:11434", Enabled: true})
+	if !errors.Is(err, fleet.ErrUnavailable) {
+		t.Fatalf("write to a read-only store: %v; want fleet.ErrUnavailable", err)
 	}
 }

@@ -17,7 +17,8 @@ import (
 	"time"
 
 	"github.com/aivonx/aivonx/app/fleet"
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	modernc "modernc.org/sqlite" // also registers the "sqlite" driver
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // Store keeps nodes and settings in SQLite. Safe for concurrent use by many
@@ -285,6 +286,23 @@ func translate(op string, err error) error {
 		return fmt.Errorf("%s: %w", op, fleet.ErrNotFound)
 	case strings.Contains(err.Error(), "UNIQUE constraint failed"):
 		return fmt.Errorf("%s: a node with this base URL already exists: %w", op, fleet.ErrConflict)
+	case storeDown(err):
+		return fmt.Errorf("%s: %w: %w", op, fleet.ErrUnavailable, err)
 	}
 	return fmt.Errorf("%s: %w", op, err)
+}
+
+// storeDown reports whether err is the file's trouble rather than the
+// query's: a full disk, an I/O error, a file made read-only or locked.
+// Those are outages (503, try again), as a Postgres that is down is.
+func storeDown(err error) bool {
+	var se *modernc.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Code() & 0xff { // the primary result code
+	case sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+		return true
+	}
+	return false
 }
