@@ -173,7 +173,7 @@ type InFlight struct {
 	gone      []*lease            // released leases to remove from Redis
 	unremoved map[*lease]struct{} // released leases in Redis until their removal lands
 	upkeep    bool                // the upkeep goroutine runs
-	writeMu   sync.Mutex          // one write to Redis of the upkeep's at a time, so Flush waits for one in progress
+	writeMu   sync.Mutex          // one write to Redis of the upkeep's at a time, so Flush waits for one in progress; Counts holds it too
 	wake      chan struct{}       // tells upkeep that unsent or gone is not empty
 	down      bool                // Redis failed and has not answered since
 	retryAt   time.Time           // while down: when to try Redis again
@@ -386,6 +386,11 @@ func (f *InFlight) Counts(ctx context.Context, nodeIDs []int64) (map[int64]int, 
 		return out, nil
 	}
 	if try, probe := f.useRedis(); try {
+		// Not while leases move from unsent to Redis: they would be in
+		// neither when counted. Counts serves views (state, metrics),
+		// not routing, so it may wait for a write.
+		f.writeMu.Lock()
+		defer f.writeMu.Unlock()
 		keys := make([]string, len(nodeIDs))
 		for i, id := range nodeIDs {
 			keys[i] = f.key(id)
