@@ -44,6 +44,8 @@ type access struct {
 	// wholeAnswer is set when the node answers only once it is done (not
 	// a stream): no first-byte timeout applies.
 	wholeAnswer bool
+	// body is the request's body, bounded in its pauses.
+	body idleBody
 }
 
 type accessKey struct{}
@@ -128,7 +130,9 @@ func (h *Handler) beginAccess(w http.ResponseWriter, r *http.Request) (*recorder
 	hdr.Set("X-Aivonx-Version", h.cfg.Version)
 	r = r.WithContext(context.WithValue(r.Context(), accessKey{}, a))
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = &idleBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: h.cfg.BodyIdleTimeout}
+		conn, _ := w.(readDeadliner)
+		a.body = idleBody{ReadCloser: r.Body, conn: conn, idle: h.cfg.BodyIdleTimeout}
+		r.Body = &a.body
 	}
 	return &recorder{ResponseWriter: w, a: a}, r
 }

@@ -19,19 +19,25 @@ import (
 // after that, net/http's own read of the connection watches for the client
 // leaving while the answer streams, and a deadline left set would end a
 // long stream as if the client had gone.
+//
+// It lives in the request's access record, and reaches net/http's writer
+// by the method http.ResponseController would call: no allocation per
+// request on the proxy's path.
 type idleBody struct {
 	io.ReadCloser
-	rc    *http.ResponseController
+	conn  readDeadliner // nil: the writer is not net/http's (Lambda), nothing to bound
 	idle  time.Duration
 	armed bool // a read deadline is set on the connection
-	ended bool // no more deadlines: the body ended, or the writer has none (Lambda)
+	ended bool // no more deadlines: the body ended
 }
 
+// readDeadliner is net/http's ResponseWriter, which sets its connection's
+// read deadline.
+type readDeadliner interface{ SetReadDeadline(time.Time) error }
+
 func (b *idleBody) Read(p []byte) (int, error) {
-	if !b.ended {
-		if err := b.rc.SetReadDeadline(time.Now().Add(b.idle)); err != nil {
-			b.ended = true // not a connection of net/http's: nothing to bound
-		} else {
+	if !b.ended && b.conn != nil {
+		if err := b.conn.SetReadDeadline(time.Now().Add(b.idle)); err == nil {
 			b.armed = true
 		}
 	}
@@ -55,7 +61,7 @@ func (b *idleBody) Close() error {
 
 func (b *idleBody) lift() {
 	if b.armed {
-		_ = b.rc.SetReadDeadline(time.Time{})
+		_ = b.conn.SetReadDeadline(time.Time{})
 		b.armed = false
 	}
 	b.ended = true

@@ -91,8 +91,9 @@ type hostPool struct {
 
 // upConn is one connection to a node.
 type upConn struct {
-	conn   net.Conn // the TLS connection for https, else raw
-	raw    net.Conn // the TCP connection
+	conn   net.Conn  // the TLS connection for https, else raw
+	raw    net.Conn  // the TCP connection
+	peek   *connPeek // checks raw before a reuse
 	br     *bufio.Reader
 	key    poolKey
 	tls    *tls.ConnectionState
@@ -510,7 +511,7 @@ func (t *upstream) connect(ctx context.Context, key poolKey, hostname string) (*
 	if err != nil {
 		return nil, err
 	}
-	c := &upConn{conn: raw, raw: raw, key: key}
+	c := &upConn{conn: raw, raw: raw, key: key, peek: newConnPeek(raw)}
 	if key.scheme == "https" {
 		var cfg *tls.Config
 		if t.tlsConfig != nil {
@@ -604,7 +605,7 @@ func (t *upstream) take(key poolKey) *upConn {
 // and the failure shows only on the read, where it cannot be told from the
 // node failing that request.
 func (c *upConn) usable() bool {
-	return c.br.Buffered() == 0 && socketIdle(c.raw)
+	return c.br.Buffered() == 0 && c.peek.idle()
 }
 
 // put returns a connection to its node's pool.
