@@ -76,6 +76,20 @@ func runServe(c *cli.Context) error {
 		return err
 	}
 	defer b.Close()
+	if b.mode == "embedded" {
+		unlock, err := lockDataDir(c.String(dataDirFlag.Name))
+		if err != nil {
+			return err
+		}
+		// Released when shutdown starts, not at exit: a new serve may take
+		// over (a restart) while this one drains, accepting nothing.
+		stop := context.AfterFunc(c.Context, unlock)
+		defer func() {
+			if stop() {
+				unlock()
+			}
+		}()
+	}
 	auth, err := authConfig(c, b, log)
 	if err != nil {
 		return err

@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/urfave/cli/v2"
 )
@@ -57,5 +61,57 @@ func TestWorkerNeedsSharedState(t *testing.T) {
 	_, err := runCLI(t, "", "worker", "--once", "--log-file", log, "--database-url", "postgres://127.0.0.1:1/x?connect_timeout=1", "--redis-url", "redis://127.0.0.1:1")
 	if err == nil || strings.Contains(err.Error(), "flag provided but not defined") {
 		t.Fatalf("worker --log-file with an unreachable database: %v", err)
+	}
+}
+
+// TestOneServePerDataDir: a second serve on the same embedded store is
+// refused (it would route with its own in-flight counts); the lock goes
+// when the first one starts shutting down, so a restart can overlap the
+// drain.
+func TestOneServePerDataDir(t *testing.T) {
+	for _, env := range []string{"DATABASE_URL", "AIVONX_DATABASE_URL", "REDIS_URL", "AIVONX_REDIS_URL", "AIVONX_NODES"} {
+		t.Setenv(env, "")
+	}
+	dir := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() {
+		a := newCLI()
+		a.Writer, a.ErrWriter = io.Discard, io.Discard
+		a.ExitErrHandler = func(*cli.Context, error) {}
+		first <- a.RunContext(ctx, []string{"aivonx", "serve", "--addr", addr, "--data-dir", dir, "--node", "http://127.0.0.1:1", "--log-level", "error"})
+	}()
+	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		if resp, err := http.Get("http://" + addr + "/api/health"); err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("the first serve did not start")
+		}
+	}
+	second := func() error {
+		a := newCLI()
+		a.Writer, a.ErrWriter = io.Discard, io.Discard
+		a.ExitErrHandler = func(*cli.Context, error) {}
+		sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer scancel()
+		return a.RunContext(sctx, []string{"aivonx", "serve", "--addr", "127.0.0.1:0", "--data-dir", dir, "--log-level", "error"})
+	}
+	if err := second(); err == nil || !strings.Contains(err.Error(), "another aivonx serve is using") {
+		t.Fatalf("second serve on one data dir: %v; want it refused", err)
+	}
+	cancel()
+	if err := <-first; err != nil {
+		t.Fatalf("first serve: %v", err)
+	}
+	if err := second(); err != nil {
+		t.Fatalf("serve after the first stopped: %v", err)
 	}
 }
