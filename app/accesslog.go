@@ -143,6 +143,13 @@ func (h *Handler) beginAccess(w http.ResponseWriter, r *http.Request) (*recorder
 // connection is cut, so that a half-sent answer never looks complete.
 func (h *Handler) endAccess(rec *recorder, r *http.Request) {
 	a := rec.a
+	if b := &a.body; b.conn != nil && !b.ended {
+		// The handler answered without reading the body (401, 404, a
+		// GET): net/http reads what is left before it replies, and that
+		// read gets the same bound, or a client that never sends it
+		// would hold the connection with no answer.
+		_ = b.conn.SetReadDeadline(time.Now().Add(b.idle))
+	}
 	p := recover()
 	if p != nil && p != http.ErrAbortHandler {
 		h.log.Error("panic serving request", "path", r.URL.Path, "panic", p)

@@ -46,6 +46,7 @@ func (s *staticStore) Settings(context.Context) (fleet.Settings, error) {
 // in-memory adapters of the embedded mode.
 type testEnv struct {
 	t        *testing.T
+	h        *app.Handler
 	proxy    *httptest.Server
 	store    *staticStore
 	board    *memory.StatusBoard
@@ -82,6 +83,7 @@ func newEnv(t *testing.T, cfg app.Config, nodes ...node) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.h = h
 	e.proxy = httptest.NewServer(h)
 	t.Cleanup(e.proxy.Close)
 	return e
@@ -793,6 +795,19 @@ func TestRequestBodyIdleTimeout(t *testing.T) {
 	got = send([]string{`{"model":`, `"llama3",`, `"messages":[],`, `"x":1`}, 150*time.Millisecond) // 600 ms in all
 	if !strings.HasPrefix(got, "408 ") || node.Requests("/api/chat") != 0 {
 		t.Fatalf("slow body that then stalled → %s, node requests %d; want 408 and none", got, node.Requests("/api/chat"))
+	}
+
+	// A body the handler never reads (a GET) must not hold the answer
+	// back for ever: net/http reads it before replying.
+	conn, err := net.Dial("tcp", e.proxy.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprint(conn, "GET /api/tags HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if resp, err := http.ReadResponse(bufio.NewReader(conn), nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET with a body that never comes: %v %v; want the answer", resp, err)
 	}
 
 	// Steady: every pause shorter than the bound; then a stream of 600 ms.

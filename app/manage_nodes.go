@@ -51,7 +51,6 @@ func nodePort(baseURL string) int {
 	return 0
 }
 
-// nodeView joins nodes with their observed state.
 // onlyFields trims each node to the fields ?fields=a,b names, as the
 // upstream's dynamic-fields serializer did on every node action; names it
 // does not know are ignored, as there. Without the parameter the nodes
@@ -83,6 +82,7 @@ func onlyFields(r *http.Request, nodes []nodeJSON) []any {
 	return out
 }
 
+// nodeView joins nodes with their observed state.
 func (h *Handler) nodeView(ctx context.Context, nodes []fleet.Node) []nodeJSON {
 	states := map[int64]nodeState{}
 	if len(nodes) > 0 {

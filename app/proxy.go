@@ -399,17 +399,12 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, rt route, v *v
 		// own timeout (and its cancellation) is the bound.
 		ctx = withoutFirstByteTimeout(ctx)
 	}
-	var ids []int64
+	ids := nodeIDs(cands)
 	var lastErr error
 	for len(cands) > 0 || len(fallback) > 0 {
-		if len(cands) == 0 || ids == nil {
-			if len(cands) == 0 {
-				cands, fallback = fallback, nil
-			}
-			ids = make([]int64, len(cands))
-			for i, c := range cands {
-				ids[i] = c.Node.ID
-			}
+		if len(cands) == 0 { // every preferred node failed
+			cands, fallback = fallback, nil
+			ids = nodeIDs(cands)
 		}
 		i, release, err := h.inflight.Acquire(ctx, ids)
 		if err != nil {
@@ -459,6 +454,14 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, rt route, v *v
 	}
 	h.answerNoNode(w, rt, a, lastErr)
 	return nil, nil, nil
+}
+
+func nodeIDs(cands []fleet.Candidate) []int64 {
+	ids := make([]int64, len(cands))
+	for i, c := range cands {
+		ids[i] = c.Node.ID
+	}
+	return ids
 }
 
 // The answers of a forward that found no node.

@@ -99,6 +99,10 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rt route, node *
 				a.err = errClientGone
 				return // the client cancelled; the node was cancelled with it
 			}
+			if h.ending.Load() && streaming {
+				h.endStream(w, r, rt, node, kind) // woken by EndStreams
+				return
+			}
 			if !t.complete(kind) {
 				h.streamFailed(w, r, rt, node, kind, rerr)
 				return
@@ -158,12 +162,18 @@ func (h *Handler) streamFailed(w http.ResponseWriter, r *http.Request, rt route,
 	flush(w)
 }
 
-// EndStreams makes every stream still running end at its next chunk, with
+// EndStreams makes every stream still running end now, with
 // an error its client sees ("the proxy is shutting down"), instead of
 // being cut silently when the server closes. For the end of a shutdown's
 // grace period: a cut NDJSON stream looks complete to the Go client and
 // the ollama CLI.
-func (h *Handler) EndStreams() { h.ending.Store(true) }
+func (h *Handler) EndStreams() {
+	h.ending.Store(true)
+	// Those waiting for their node's next chunk are woken.
+	if t, ok := h.transport.(interface{ endStreams() }); ok {
+		t.endStreams()
+	}
+}
 
 // endStream ends a stream the proxy stops (EndStreams) with the route's
 // error, as a node failure does, but the node is not to blame.

@@ -151,6 +151,50 @@ func TestRelayEndings(t *testing.T) {
 		}
 	})
 
+	t.Run("PausesShorterThanTheBound", func(t *testing.T) {
+		// Pauses of 100 and 250 ms under a 300 ms bound: nothing is cut,
+		// however the pauses fall against the deadline's re-arming.
+		e := newEnv(t, app.Config{FirstByteTimeout: 300 * time.Millisecond}, scriptNode(t, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			for _, pause := range []time.Duration{100, 250, 100, 250} {
+				io.WriteString(w, tok)
+				w.(http.Flusher).Flush()
+				time.Sleep(pause * time.Millisecond)
+			}
+			io.WriteString(w, doneLine)
+		}))
+		if body := readAll(t, e.post("/api/chat", chat)); body != strings.Repeat(tok, 4)+doneLine {
+			t.Fatalf("body %q; want the whole stream", body)
+		}
+	})
+
+	t.Run("EndStreamsWakesAWaitingStream", func(t *testing.T) {
+		// At the end of a shutdown's grace, a stream waiting for its node
+		// ends at once with an error saying why, not a silent cut.
+		e := newEnv(t, app.Config{}, scriptNode(t, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			io.WriteString(w, tok)
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+			case <-time.After(10 * time.Second):
+			}
+		}))
+		resp := e.post("/api/chat", chat)
+		rd := bufio.NewReader(resp.Body)
+		if first, err := rd.ReadString('\n'); err != nil || first != tok {
+			t.Fatalf("first line %q, %v", first, err)
+		}
+		start := time.Now()
+		e.h.EndStreams()
+		rest, _ := io.ReadAll(rd)
+		resp.Body.Close()
+		if !strings.Contains(string(rest), "aivonx is shutting down") || time.Since(start) > 2*time.Second {
+			t.Fatalf("after EndStreams, %s later: %q; want an error line at once", time.Since(start), rest)
+		}
+		waitFor(t, "in-flight zero", func() bool { return e.inFlight() == 0 })
+	})
+
 	t.Run("StreamOfAnyContentType", func(t *testing.T) {
 		// Media types are case-insensitive, and a streamed request is
 		// relayed chunk by chunk whatever the type: the node writes its

@@ -68,6 +68,11 @@ type upstream struct {
 	mu        sync.RWMutex
 	pools     map[poolKey]*hostPool
 	nextSweep atomic.Int64 // unix nanoseconds
+
+	// streams are the connections whose answers are being relayed as
+	// streams, for endStreams to wake.
+	streamsMu sync.Mutex
+	streams   map[*upConn]struct{}
 }
 
 func newUpstream(dialTimeout, firstByteTimeout time.Duration) *upstream {
@@ -77,7 +82,32 @@ func newUpstream(dialTimeout, firstByteTimeout time.Duration) *upstream {
 		maxIdle:          upMaxIdlePerHost,
 		idleTimeout:      upIdleTimeout,
 		pools:            make(map[poolKey]*hostPool),
+		streams:          make(map[*upConn]struct{}),
 	}
+}
+
+// endStreams wakes every stream waiting for its node: its read fails at
+// once, and the relay, told why (Handler.EndStreams), ends it with an
+// error its client sees. For a shutdown's last seconds.
+func (t *upstream) endStreams() {
+	t.streamsMu.Lock()
+	defer t.streamsMu.Unlock()
+	for c := range t.streams {
+		c.ending.Store(true)
+		_ = c.conn.SetReadDeadline(time.Now())
+	}
+}
+
+func (t *upstream) watch(c *upConn) {
+	t.streamsMu.Lock()
+	t.streams[c] = struct{}{}
+	t.streamsMu.Unlock()
+}
+
+func (t *upstream) unwatch(c *upConn) {
+	t.streamsMu.Lock()
+	delete(t.streams, c)
+	t.streamsMu.Unlock()
 }
 
 // poolKey names a node's connections: scheme and host:port.
@@ -101,6 +131,11 @@ type upConn struct {
 	idleAt time.Time
 	reused bool  // taken from the pool rather than dialed for this request
 	rerr   error // the connection's first read error, returned from then on
+	// silence, when set, bounds how long a stream's node may send nothing;
+	// heard is when it last sent something (upBody.waitData, Read).
+	silence time.Duration
+	heard   time.Time
+	ending  atomic.Bool // endStreams woke it: no more waiting
 }
 
 // Read feeds the connection's bufio.Reader, bounding the response head.
@@ -118,6 +153,25 @@ func (c *upConn) Read(p []byte) (int, error) {
 		p = p[:c.limit]
 	}
 	n, err := c.conn.Read(p)
+	if c.silence > 0 {
+		// The deadline is set once, from the silence's start, not moved at
+		// every token: when it passes, a node that spoke since gets the
+		// rest of its time from its last byte.
+		now := time.Now()
+		if n > 0 {
+			c.heard = now
+		}
+		for n == 0 && isTimeout(err) && now.Sub(c.heard) < c.silence && !c.ending.Load() {
+			_ = c.conn.SetReadDeadline(c.heard.Add(c.silence))
+			if c.ending.Load() { // endStreams ran since the check
+				_ = c.conn.SetReadDeadline(time.Now())
+			}
+			n, err = c.conn.Read(p)
+			if now = time.Now(); n > 0 {
+				c.heard = now
+			}
+		}
+	}
 	if c.limit > 0 {
 		c.limit -= int64(n)
 	}
@@ -230,11 +284,13 @@ func (t *upstream) exchange(ctx context.Context, c *upConn, req *http.Request, b
 		return nil, touched, retry, err
 	}
 	// A node that stops reading (frozen) must not hold the request for
-	// ever: the write is bounded as the wait for the answer is.
+	// ever: each write must make progress within the first-byte timeout.
+	// Each, not all: a large body may take long to arrive from its client.
+	var dst io.Writer = c.conn
 	if t.firstByteTimeout > 0 {
-		_ = c.conn.SetWriteDeadline(time.Now().Add(t.firstByteTimeout))
+		dst = &progressWriter{conn: c.conn, within: t.firstByteTimeout}
 	}
-	touched, local, werr := writeRequest(c.conn, req, body, cl)
+	touched, local, werr := writeRequest(dst, req, body, cl)
 	if touched && body != nil {
 		body.Close()
 	}
@@ -242,7 +298,7 @@ func (t *upstream) exchange(ctx context.Context, c *upConn, req *http.Request, b
 		return fail(werr)
 	}
 	if isTimeout(werr) {
-		return fail(&headerTimeoutError{wait: t.firstByteTimeout, err: werr})
+		return fail(&stallError{what: "read nothing of the request", idle: t.firstByteTimeout})
 	}
 	if t.firstByteTimeout > 0 {
 		_ = c.conn.SetWriteDeadline(time.Time{})
@@ -329,6 +385,18 @@ func idempotent(req *http.Request) bool {
 	return req.Header.Get("Idempotency-Key") != "" || req.Header.Get("X-Idempotency-Key") != ""
 }
 
+// progressWriter gives each write to a node its own deadline: a node that
+// takes nothing for that long has stopped reading.
+type progressWriter struct {
+	conn   net.Conn
+	within time.Duration
+}
+
+func (w *progressWriter) Write(p []byte) (int, error) {
+	_ = w.conn.SetWriteDeadline(time.Now().Add(w.within))
+	return w.conn.Write(p)
+}
+
 // noFirstByteTimeout is the context key of withoutFirstByteTimeout.
 type noFirstByteTimeout struct{}
 
@@ -362,9 +430,9 @@ type upBody struct {
 	keep  bool
 	state atomic.Int32 // bodyReading, bodyDone, bodyClosed
 	err   error        // the error Read returned last, set and read by Read only
-	// idleUntil is the read deadline waitData set last: a stream silent
-	// for the first-byte timeout has failed.
-	idleUntil time.Time
+	// watched: the relay waits on it as a stream, and endStreams may wake
+	// it. Set by waitData, read by Read: the relay's goroutine only.
+	watched bool
 }
 
 const (
@@ -386,13 +454,18 @@ func (b *upBody) Read(p []byte) (int, error) {
 		return 0, errBodyClosed
 	}
 	n, err := b.rc.Read(p)
-	if err != nil && err != io.EOF && !b.idleUntil.IsZero() && isTimeout(err) {
-		err = &stallError{idle: b.t.firstByteTimeout}
+	if err != nil && err != io.EOF && b.c.silence > 0 && isTimeout(err) {
+		err = &stallError{what: "sent nothing", idle: b.c.silence}
 	}
 	switch {
 	case err == io.EOF:
-		if !b.idleUntil.IsZero() {
-			_ = b.c.conn.SetReadDeadline(time.Time{}) // the connection may serve a whole answer next
+		if b.watched {
+			b.t.unwatch(b.c)
+		}
+		if b.c.silence > 0 {
+			// The connection may serve a whole answer next.
+			b.c.silence = 0
+			_ = b.c.conn.SetReadDeadline(time.Time{})
 		}
 		if b.state.CompareAndSwap(bodyReading, bodyDone) {
 			b.t.release(b.c, b.stop, b.keep)
@@ -404,6 +477,7 @@ func (b *upBody) Read(p []byte) (int, error) {
 		if b.state.CompareAndSwap(bodyReading, bodyClosed) {
 			b.stop()
 			b.c.close()
+			b.t.unwatch(b.c)
 		} else if b.state.Load() == bodyClosed {
 			err = errBodyClosed
 		}
@@ -418,24 +492,32 @@ func (b *upBody) Read(p []byte) (int, error) {
 //
 // It also bounds the silence: a node that stops sending mid-stream (frozen,
 // its machine gone) fails the stream after the first-byte timeout, rather
-// than holding the client for ever. The deadline moves only once half of
-// it is spent, not at every token.
+// than holding the client for ever (see upConn.Read).
 func (b *upBody) waitData() {
+	if !b.watched {
+		b.watched = true
+		b.t.watch(b.c)
+		if b.state.Load() != bodyReading { // closed meanwhile: Close's unwatch may have run first
+			b.t.unwatch(b.c)
+		}
+	}
 	if b.state.Load() == bodyReading && b.c.br.Buffered() == 0 {
-		if idle := b.t.firstByteTimeout; idle > 0 {
-			if now := time.Now(); b.idleUntil.Sub(now) < idle/2 {
-				b.idleUntil = now.Add(idle)
-				_ = b.c.conn.SetReadDeadline(b.idleUntil)
-			}
+		if idle := b.t.firstByteTimeout; idle > 0 && b.c.silence == 0 {
+			b.c.silence, b.c.heard = idle, time.Now()
+			_ = b.c.conn.SetReadDeadline(b.c.heard.Add(idle))
 		}
 		_, _ = b.c.br.Peek(1)
 	}
 }
 
-// stallError is a stream whose node sent nothing for too long.
-type stallError struct{ idle time.Duration }
+// stallError is a node that did nothing for too long: sent nothing of a
+// stream, or read nothing of a request.
+type stallError struct {
+	what string
+	idle time.Duration
+}
 
-func (e *stallError) Error() string   { return "sent nothing for " + e.idle.String() }
+func (e *stallError) Error() string   { return e.what + " for " + e.idle.String() }
 func (e *stallError) Timeout() bool   { return true }
 func (e *stallError) Temporary() bool { return true }
 
@@ -446,6 +528,7 @@ func (b *upBody) Close() error {
 	if b.state.CompareAndSwap(bodyReading, bodyClosed) {
 		b.stop()
 		b.c.close()
+		b.t.unwatch(b.c)
 	}
 	return nil
 }

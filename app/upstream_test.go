@@ -616,9 +616,38 @@ func TestUpstreamFrozenNodeBoundsTheWrite(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodPost, n.URL(), bytes.NewReader(make([]byte, 64<<20)))
 	start := time.Now()
 	_, err := u.RoundTrip(req)
-	var hte *headerTimeoutError
-	if !errors.As(err, &hte) || time.Since(start) > 5*time.Second {
+	var stall *stallError
+	if !errors.As(err, &stall) || time.Since(start) > 5*time.Second {
 		t.Fatalf("after %s: %v; want a timeout after about 300ms", time.Since(start), err)
+	}
+}
+
+// TestUpstreamSlowSteadyBody: the bound is on each write's progress, not on
+// the whole body, which may take long to arrive from its client (a large
+// blob upload).
+func TestUpstreamSlowSteadyBody(t *testing.T) {
+	s := newUpServer(t, func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprint(w, n)
+	})
+	u := newTestUpstream(t, 300*time.Millisecond)
+	pr, pw := io.Pipe()
+	go func() {
+		for range 5 {
+			time.Sleep(150 * time.Millisecond) // 750 ms in all
+			pw.Write(make([]byte, 1000))
+		}
+		pw.Close()
+	}()
+	req, _ := http.NewRequest(http.MethodPost, s.URL, pr)
+	resp, err := u.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("a body arriving over 750 ms, under a 300 ms bound: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "5000" {
+		t.Fatalf("node read %s bytes", b)
 	}
 }
 
@@ -917,7 +946,7 @@ func TestUpstreamReadErrorIsSticky(t *testing.T) {
 	conn := &resetOnce{}
 	c := &upConn{conn: conn, raw: conn, limit: -1}
 	c.br = bufio.NewReaderSize(c, upReadBufferSize)
-	b := &upBody{rc: io.NopCloser(c.br), c: c, t: &upstream{}, ctx: context.Background(), stop: func() bool { return true }}
+	b := &upBody{rc: io.NopCloser(c.br), c: c, t: newUpstream(time.Second, 0), ctx: context.Background(), stop: func() bool { return true }}
 	b.waitData()
 	if _, err := b.Read(make([]byte, 64)); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("Read after a failed wait = %v, want the reset", err)

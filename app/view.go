@@ -70,8 +70,8 @@ func (c *viewCache) get(ctx context.Context, now time.Time) *view {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if nv := c.cur.Load(); nv != nil && nv != v {
-		return nv // another request refreshed while we waited
+	if nv := c.cur.Load(); nv != nil && nv != v && !nv.at.IsZero() {
+		return nv // another request refreshed while we waited (not an invalidate)
 	}
 	return c.refresh(ctx, v)
 }
