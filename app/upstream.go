@@ -136,6 +136,7 @@ type upConn struct {
 	silence time.Duration
 	heard   time.Time
 	ending  atomic.Bool // endStreams woke it: no more waiting
+	pw      progressWriter
 }
 
 // Read feeds the connection's bufio.Reader, bounding the response head.
@@ -288,7 +289,8 @@ func (t *upstream) exchange(ctx context.Context, c *upConn, req *http.Request, b
 	// Each, not all: a large body may take long to arrive from its client.
 	var dst io.Writer = c.conn
 	if t.firstByteTimeout > 0 {
-		dst = &progressWriter{conn: c.conn, within: t.firstByteTimeout}
+		c.pw = progressWriter{conn: c.conn, within: t.firstByteTimeout}
+		dst = &c.pw
 	}
 	touched, local, werr := writeRequest(dst, req, body, cl)
 	if touched && body != nil {
