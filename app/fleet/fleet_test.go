@@ -367,3 +367,17 @@ func TestMarkHolds(t *testing.T) {
 		}
 	}
 }
+
+// TestMarkedShowsTheNewestReason: a node marked for a cut stream whose
+// probes then fail for another reason is shown with the probes' reason.
+func TestMarkedShowsTheNewestReason(t *testing.T) {
+	marked := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	before := fleet.Status{Healthy: true, CheckedAt: marked.Add(-time.Second)}
+	if got := fleet.Marked(before, marked, "unexpected EOF"); got.Healthy || got.Reason != "unreachable: unexpected EOF" {
+		t.Fatalf("checked before the mark: %+v", got)
+	}
+	failedSince := fleet.Status{Healthy: true, CheckedAt: marked.Add(time.Second), Fails: 1, Reason: "connection refused"}
+	if got := fleet.Marked(failedSince, marked, "unexpected EOF"); got.Healthy || got.Reason != "connection refused" {
+		t.Fatalf("a probe failed since: %+v", got)
+	}
+}

@@ -59,6 +59,17 @@ func MarkHolds(markedAt time.Time, st Status) bool {
 	return !st.PassedAt.After(markedAt)
 }
 
+// Marked returns st as a mark taken at markedAt, for reason, shows it while
+// it holds: unhealthy, with the newest evidence as its reason, a check that
+// failed after the mark, else the mark's own.
+func Marked(st Status, markedAt time.Time, reason string) Status {
+	st.Healthy = false
+	if !st.CheckedAt.After(markedAt) || st.Reason == "" {
+		st.Reason = "unreachable: " + reason
+	}
+	return st
+}
+
 // Fresh reports whether the status was checked within maxAge of now.
 // A stale status is never trusted on its own: a dead worker must not keep
 // a dead node looking healthy.

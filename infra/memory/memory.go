@@ -51,8 +51,7 @@ func (b *StatusBoard) read(withMarks bool) []fleet.Status {
 	out := make([]fleet.Status, 0, len(b.statuses))
 	for id, s := range b.statuses {
 		if m, ok := b.marks[id]; withMarks && ok && fleet.MarkHolds(m.at, s) {
-			s.Healthy = false
-			s.Reason = "unreachable: " + m.reason
+			s = fleet.Marked(s, m.at, m.reason)
 		}
 		out = append(out, s)
 	}

@@ -126,8 +126,7 @@ func (c *StatusCache) applyMarks(statuses []fleet.Status, marks map[string]strin
 		if now.Sub(at) > c.ttl || !fleet.MarkHolds(at, *st) {
 			continue
 		}
-		st.Healthy = false
-		st.Reason = "unreachable: " + reason
+		*st = fleet.Marked(*st, at, reason)
 	}
 }
 
