@@ -436,7 +436,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, rt route, v *v
 				return nil, nil, nil // the client went away; nobody to answer
 			}
 			if errors.Is(err, errFirstByteTimeout) {
-				h.answerTimeout(w, rt, a, node)
+				h.answerTimeout(w, rt, a, node, err)
 				return nil, nil, nil
 			}
 			if !errors.Is(err, errBusy) && !errors.Is(err, errModelGone) {
@@ -466,9 +466,14 @@ func nodeIDs(cands []fleet.Candidate) []int64 {
 
 // The answers of a forward that found no node.
 
-func (h *Handler) answerTimeout(w http.ResponseWriter, rt route, a *access, node *fleet.Node) {
+func (h *Handler) answerTimeout(w http.ResponseWriter, rt route, a *access, node *fleet.Node, err error) {
 	a.node = node.Name
-	writeError(w, rt.dialect, http.StatusGatewayTimeout, fmt.Sprintf("node %s sent no response within %s", node.Name, h.cfg.FirstByteTimeout))
+	msg := fmt.Sprintf("node %s sent no response within %s", node.Name, h.cfg.FirstByteTimeout)
+	var stall *stallError
+	if errors.As(err, &stall) { // it stopped reading the request
+		msg = "node " + node.Name + " " + stall.Error()
+	}
+	writeError(w, rt.dialect, http.StatusGatewayTimeout, msg)
 }
 
 func (h *Handler) answerNoNode(w http.ResponseWriter, rt route, a *access, lastErr error) {

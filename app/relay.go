@@ -81,7 +81,7 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rt route, node *
 			a.err = errClientGone
 			return // the client is gone; closing the body cancels the node
 		}
-		if streaming && rerr == nil && h.ending.Load() {
+		if streaming && rerr == nil && h.ending.Load() && !t.complete(kind) {
 			h.endStream(w, r, rt, node, kind)
 			return // closing the body cancels the node
 		}
@@ -99,16 +99,15 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rt route, node *
 				a.err = errClientGone
 				return // the client cancelled; the node was cancelled with it
 			}
+			if t.complete(kind) {
+				break // cut after its last message: the answer is whole
+			}
 			if h.ending.Load() && streaming {
 				h.endStream(w, r, rt, node, kind) // woken by EndStreams
 				return
 			}
-			if !t.complete(kind) {
-				h.streamFailed(w, r, rt, node, kind, rerr)
-				return
-			}
-			// Cut after its last message: the answer is whole.
-			break
+			h.streamFailed(w, r, rt, node, kind, rerr)
+			return
 		}
 	}
 	a.promptTok, a.evalTok = t.tokens()

@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -165,6 +166,25 @@ func TestRelayEndings(t *testing.T) {
 		}))
 		if body := readAll(t, e.post("/api/chat", chat)); body != strings.Repeat(tok, 4)+doneLine {
 			t.Fatalf("body %q; want the whole stream", body)
+		}
+	})
+
+	t.Run("SlowClientIsNoSilentNode", func(t *testing.T) {
+		// A client that stops reading holds the relay in its write for
+		// longer than the bound: the node kept sending, and must be
+		// neither cut nor blamed.
+		node := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}, Tokens: 150000})
+		e := newEnv(t, app.Config{FirstByteTimeout: 300 * time.Millisecond}, node)
+		resp := e.post("/api/generate", `{"model":"llama3","prompt":"hi"}`)
+		rd := bufio.NewReader(resp.Body)
+		if _, err := rd.ReadString('\n'); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second) // the sockets fill; the relay waits on the client
+		rest, err := io.ReadAll(rd)
+		resp.Body.Close()
+		if err != nil || bytes.Contains(rest, []byte(`"error"`)) || !bytes.Contains(rest, []byte(`"eval_count":150000`)) {
+			t.Fatalf("after a slow client (%v): ...%q", err, rest[max(0, len(rest)-200):])
 		}
 	})
 
