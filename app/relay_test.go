@@ -66,13 +66,27 @@ func accessLine(t *testing.T, e *testEnv, path string) map[string]any {
 	return found
 }
 
+// tok is one token line of a chat stream.
+const tok = `{"model":"llama3","message":{"role":"assistant","content":"hi"},"done":false}` + "\n"
+
+// oneTokenThenSilence is a node that sends a token, then nothing until
+// the proxy hangs up (or 10 s pass): a frozen process.
+func oneTokenThenSilence(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	io.WriteString(w, tok)
+	w.(http.Flusher).Flush()
+	select {
+	case <-r.Context().Done():
+	case <-time.After(10 * time.Second):
+	}
+}
+
 // TestRelayEndings: how each way a node's answer can end reaches the
 // client, the history and the in-flight counts.
 func TestRelayEndings(t *testing.T) {
 	const ndjsonHead = "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"
 	const sseHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
 	const doneLine = `{"model":"llama3","done":true,"done_reason":"stop","prompt_eval_count":3,"eval_count":2,"eval_duration":5}` + "\n"
-	tok := `{"model":"llama3","message":{"role":"assistant","content":"hi"},"done":false}` + "\n"
 
 	t.Run("WholeAnswerCut", func(t *testing.T) {
 		// A cut inside a whole document can only be a cut connection;
@@ -136,15 +150,7 @@ func TestRelayEndings(t *testing.T) {
 	t.Run("NodeFallsSilent", func(t *testing.T) {
 		// A node frozen mid-stream: the stream ends with an error after
 		// the first-byte timeout instead of holding the client for ever.
-		e := newEnv(t, app.Config{FirstByteTimeout: 300 * time.Millisecond}, scriptNode(t, func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Type", "application/x-ndjson")
-			io.WriteString(w, tok)
-			w.(http.Flusher).Flush()
-			select {
-			case <-r.Context().Done():
-			case <-time.After(10 * time.Second):
-			}
-		}))
+		e := newEnv(t, app.Config{FirstByteTimeout: 300 * time.Millisecond}, scriptNode(t, oneTokenThenSilence))
 		start := time.Now()
 		body := readAll(t, e.post("/api/chat", chat))
 		if !strings.HasPrefix(body, tok) || !strings.Contains(body, `failed mid-stream: sent nothing for 300ms"}`) || time.Since(start) > 5*time.Second {
@@ -191,15 +197,7 @@ func TestRelayEndings(t *testing.T) {
 	t.Run("EndStreamsWakesAWaitingStream", func(t *testing.T) {
 		// At the end of a shutdown's grace, a stream waiting for its node
 		// ends at once with an error saying why, not a silent cut.
-		e := newEnv(t, app.Config{}, scriptNode(t, func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Type", "application/x-ndjson")
-			io.WriteString(w, tok)
-			w.(http.Flusher).Flush()
-			select {
-			case <-r.Context().Done():
-			case <-time.After(10 * time.Second):
-			}
-		}))
+		e := newEnv(t, app.Config{}, scriptNode(t, oneTokenThenSilence))
 		resp := e.post("/api/chat", chat)
 		rd := bufio.NewReader(resp.Body)
 		if first, err := rd.ReadString('\n'); err != nil || first != tok {
