@@ -496,6 +496,12 @@ func (b *upBody) Read(p []byte) (int, error) {
 // its machine gone) fails the stream after the first-byte timeout, rather
 // than holding the client for ever (see upConn.Read).
 func (b *upBody) waitData() {
+	if b.c.silence > 0 {
+		// The silence counts from now, when the proxy asks again, not
+		// from the node's last byte: a slow client may have held the
+		// relay in its write for longer than the bound.
+		b.c.heard = time.Now()
+	}
 	if b.state.Load() != bodyReading || b.c.br.Buffered() > 0 {
 		return
 	}
@@ -506,17 +512,11 @@ func (b *upBody) waitData() {
 			b.t.unwatch(b.c)
 		}
 	}
-	if idle := b.t.firstByteTimeout; idle > 0 {
-		// The silence counts from now, when the proxy asks again, not
-		// from the node's last byte: a slow client may have held the
-		// relay in its write for longer than the bound.
-		b.c.heard = time.Now()
-		if b.c.silence == 0 {
-			b.c.silence = idle
-			_ = b.c.conn.SetReadDeadline(b.c.heard.Add(idle))
-			if b.c.ending.Load() { // endStreams ran before the deadline was set
-				_ = b.c.conn.SetReadDeadline(time.Now())
-			}
+	if idle := b.t.firstByteTimeout; idle > 0 && b.c.silence == 0 {
+		b.c.silence, b.c.heard = idle, time.Now()
+		_ = b.c.conn.SetReadDeadline(b.c.heard.Add(idle))
+		if b.c.ending.Load() { // endStreams ran before the deadline was set
+			_ = b.c.conn.SetReadDeadline(time.Now())
 		}
 	}
 	_, _ = b.c.br.Peek(1)
