@@ -140,23 +140,28 @@ func (h *Handler) streamFailed(w http.ResponseWriter, r *http.Request, rt route,
 	msg := "node " + node.Name + " failed mid-stream: " + shortReason(cause)
 	a.streamErr = msg
 	h.markUnreachable(r.Context(), *node, cause)
-	gap := a.tail.gap(kind)
-	switch kind {
-	case ndjsonBody:
-		line, _ := json.Marshal(map[string]string{"error": msg})
-		w.Write([]byte(gap))
-		w.Write(append(line, '\n'))
-	case sseBody:
-		if rt.dialect == anthropicDialect {
-			writeAnthropicSSEError(w, gap, msg)
-		} else {
-			writeSSEError(w, gap, msg)
-		}
-	default:
+	if kind == plainBody {
 		// A whole document cannot carry an error after its start: cut the
 		// connection so the client sees a truncated body, not a short one
 		// that parses.
 		panic(http.ErrAbortHandler)
+	}
+	writeStreamError(w, rt, kind, a.tail.gap(kind), msg)
+}
+
+// writeStreamError ends a stream with msg in its own shape: an error event
+// (SSE: Anthropic's on /v1/messages, else OpenAI's), or a final
+// {"error":…} line (NDJSON, and a stream of any other type).
+func writeStreamError(w http.ResponseWriter, rt route, kind streamKind, gap, msg string) {
+	switch {
+	case kind == sseBody && rt.dialect == anthropicDialect:
+		writeAnthropicSSEError(w, gap, msg)
+	case kind == sseBody:
+		writeSSEError(w, gap, msg)
+	default:
+		line, _ := json.Marshal(map[string]string{"error": msg})
+		w.Write([]byte(gap))
+		w.Write(append(line, '\n'))
 	}
 	flush(w)
 }
@@ -181,18 +186,7 @@ func (h *Handler) endStream(w http.ResponseWriter, r *http.Request, rt route, no
 	msg := "aivonx is shutting down: the stream from node " + node.Name + " was cut; send the request again"
 	a.streamErr = msg
 	a.promptTok, a.evalTok = a.tail.tokens()
-	gap := a.tail.gap(kind)
-	switch {
-	case kind == ndjsonBody || kind == plainBody:
-		line, _ := json.Marshal(map[string]string{"error": msg})
-		w.Write([]byte(gap))
-		w.Write(append(line, '\n'))
-	case rt.dialect == anthropicDialect:
-		writeAnthropicSSEError(w, gap, msg)
-	default:
-		writeSSEError(w, gap, msg)
-	}
-	flush(w)
+	writeStreamError(w, rt, kind, a.tail.gap(kind), msg)
 }
 
 // writeSSEError ends an OpenAI stream with an error event, which the openai
