@@ -253,8 +253,10 @@ func (h *Handler) handleNodeCreate(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleNodeUpdate is PUT (partial false) or PATCH /api/proxy/nodes/{id}.
-// PUT replaces: fields left out take their defaults (a derived name,
-// enabled); the URL is required. PATCH changes only what it is given.
+// PUT replaces the node's description: the URL is required, a name left
+// out is derived from it. The drain switch (enabled) is kept when left
+// out, as the upstream's PUT kept "active": renaming a drained node must
+// not put it back in service. PATCH changes only what it is given.
 func (h *Handler) handleNodeUpdate(partial bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !h.requireAdminStore(w) {
@@ -274,7 +276,7 @@ func (h *Handler) handleNodeUpdate(partial bool) http.HandlerFunc {
 		}
 		n := old
 		if !partial {
-			n = fleet.Node{ID: old.ID, Enabled: true, CreatedAt: old.CreatedAt}
+			n = fleet.Node{ID: old.ID, Enabled: old.Enabled, CreatedAt: old.CreatedAt}
 		}
 		if !h.applyNodeInput(w, r, &n, fields, !partial) {
 			return

@@ -248,6 +248,15 @@ func TestNodeCRUD(t *testing.T) {
 		}
 		fieldError(t, e.expect("PUT", "/api/proxy/nodes/"+id, `{"name":"x"}`, 400), "base_url")
 		fieldError(t, e.expect("PUT", "/api/proxy/nodes/"+id, `{"base_url":"`+a.URL()+`"}`, 409), "base_url")
+		// A drained node stays drained when a PUT leaves enabled out, as
+		// the upstream's PUT kept "active".
+		e.expect("PATCH", "/api/proxy/nodes/"+id, `{"enabled":false}`, 200)
+		if n := e.expect("PUT", "/api/proxy/nodes/"+id, `{"base_url":"`+b.URL()+`","name":"gpu-b"}`, 200); n["enabled"] != false {
+			t.Fatalf("PUT without enabled re-enabled a drained node: %v", n)
+		}
+		if n := e.expect("PUT", "/api/proxy/nodes/"+id, `{"base_url":"`+b.URL()+`","name":"gpu-b","enabled":true}`, 200); n["enabled"] != true {
+			t.Fatalf("PUT with enabled true: %v", n)
+		}
 	})
 
 	t.Run("ErrNotFound", func(t *testing.T) {

@@ -229,7 +229,7 @@ func init() {
 			Body: ref("NodeInput"), Resp: map[int]apiRes{201: nodeRes, 400: fieldErrRes, 409: fieldErrRes, 501: errRes("no admin store")}},
 		apiOp{Method: "GET", Path: "/api/proxy/nodes/{id}", Tag: "nodes", Auth: "user", Summary: "one node",
 			Params: []apiParam{pathID, fieldsParam}, Resp: map[int]apiRes{200: nodeRes, 404: errRes("node not found")}},
-		apiOp{Method: "PUT", Path: "/api/proxy/nodes/{id}", Tag: "nodes", Auth: "admin", Summary: "replace a node (omitted fields take their defaults)",
+		apiOp{Method: "PUT", Path: "/api/proxy/nodes/{id}", Tag: "nodes", Auth: "admin", Summary: "replace a node (a name left out is derived from the URL; enabled left out is kept)",
 			Params: []apiParam{pathID}, Body: ref("NodeInput"),
 			Resp: map[int]apiRes{200: nodeRes, 400: fieldErrRes, 404: errRes("node not found"), 409: fieldErrRes}},
 		apiOp{Method: "PATCH", Path: "/api/proxy/nodes/{id}", Tag: "nodes", Auth: "admin", Summary: "change some fields of a node (enabled: drain)",
