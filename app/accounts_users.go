@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -21,24 +20,23 @@ import (
 // the management API's shape rather than in Go's terms.
 func (h *Handler) readAccountJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAuthBody))
-	if err == nil && !utf8.Valid(body) {
+	if err != nil {
+		status, msg := h.bodyReadFailure(err)
+		writeError(w, ollamaDialect, status, msg)
+		return false
+	}
+	if !utf8.Valid(body) {
 		// encoding/json would save "\xff" as "\ufffd" without a word.
 		writeError(w, ollamaDialect, http.StatusBadRequest, "request body must be valid UTF-8")
 		return false
 	}
-	if err == nil {
-		dec := json.NewDecoder(bytes.NewReader(body))
-		dec.DisallowUnknownFields()
-		if err = dec.Decode(v); err == nil {
-			return true
-		}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err = dec.Decode(v); err == nil {
+		return true
 	}
 	var typeErr *json.UnmarshalTypeError
-	var tooLarge *http.MaxBytesError
 	switch {
-	case errors.As(err, &tooLarge), errors.Is(err, os.ErrDeadlineExceeded):
-		status, msg := h.bodyReadFailure(err)
-		writeError(w, ollamaDialect, status, msg)
 	case errors.As(err, &typeErr) && typeErr.Field != "":
 		writeFieldErrors(w, fieldErrors{typeErr.Field: {"must be " + jsonKind(typeErr.Type.Kind())}})
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
