@@ -70,9 +70,11 @@ type upstream struct {
 	nextSweep atomic.Int64 // unix nanoseconds
 
 	// streams are the connections whose answers are being relayed as
-	// streams, for endStreams to wake.
+	// streams, for endStreams to wake; ending is set once endStreams ran,
+	// so that a stream watched after it is woken too.
 	streamsMu sync.Mutex
 	streams   map[*upConn]struct{}
+	ending    bool
 }
 
 func newUpstream(dialTimeout, firstByteTimeout time.Duration) *upstream {
@@ -92,15 +94,21 @@ func newUpstream(dialTimeout, firstByteTimeout time.Duration) *upstream {
 func (t *upstream) endStreams() {
 	t.streamsMu.Lock()
 	defer t.streamsMu.Unlock()
+	t.ending = true
 	for c := range t.streams {
-		c.ending.Store(true)
-		_ = c.conn.SetReadDeadline(time.Now())
+		c.wake()
 	}
 }
 
+// watch puts c in endStreams' reach. A stream that starts waiting after
+// endStreams ran (its relay was between two chunks then) is woken at once:
+// under the lock, either endStreams sees it or it sees endStreams.
 func (t *upstream) watch(c *upConn) {
 	t.streamsMu.Lock()
 	t.streams[c] = struct{}{}
+	if t.ending {
+		c.wake()
+	}
 	t.streamsMu.Unlock()
 }
 
@@ -178,6 +186,12 @@ func (c *upConn) Read(p []byte) (int, error) {
 	}
 	c.rerr = err
 	return n, err
+}
+
+// wake makes a stream's read fail at once, and stay failed (endStreams).
+func (c *upConn) wake() {
+	c.ending.Store(true)
+	_ = c.conn.SetReadDeadline(time.Now())
 }
 
 // close closes the TCP connection; a TLS close_notify is not needed, as

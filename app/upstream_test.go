@@ -952,3 +952,48 @@ func TestUpstreamReadErrorIsSticky(t *testing.T) {
 		t.Fatalf("Read after a failed wait = %v, want the reset", err)
 	}
 }
+
+// endStreams may run while a stream's relay is between two chunks, before
+// the stream waits on its node again: that wait must end at once too, not
+// when the node next speaks.
+func TestUpstreamEndStreamsBeforeTheWait(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	s := newUpServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "first\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	u := newTestUpstream(t, 0)
+	req, _ := http.NewRequest(http.MethodGet, s.URL, nil)
+	resp, err := u.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b := resp.Body.(*upBody)
+	b.waitData()
+	first := make([]byte, 64)
+	if n, err := b.Read(first); err != nil || string(first[:n]) != "first\n" {
+		t.Fatalf("first chunk %q, %v", first[:n], err)
+	}
+
+	u.endStreams() // the relay is writing the first chunk to its client
+	done := make(chan error, 1)
+	go func() {
+		b.waitData()
+		_, err := b.Read(make([]byte, 64))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !isTimeout(err) {
+			t.Fatalf("Read after endStreams = %v, want the wake-up's timeout", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a stream that waited after endStreams was never woken")
+	}
+}
