@@ -197,6 +197,8 @@ func init() {
 		openAIRoute("/v1/embeddings", "OpenAI embeddings"),
 		openAIRoute("/v1/responses", "OpenAI Responses API"),
 		openAIRoute("/v1/messages", "Anthropic Messages API (errors in Anthropic's shape)"),
+		openAIRoute("/v1/images/generations", "OpenAI image generation (Ollama's image models)"),
+		openAIRoute("/v1/images/edits", "OpenAI image edits (JSON with a base64 image, as Ollama takes them)"),
 		apiOp{Method: "GET", Path: "/api/tags", Tag: "ollama", Auth: "apikey", Summary: "the union of the healthy nodes' models",
 			Resp: map[int]apiRes{200: {Desc: "models", Schema: obj(map[string]any{"models": arr(ref("OllamaResponse"))})}}},
 		apiOp{Method: "GET", Path: "/api/proxy/tags", Tag: "proxy", Auth: "apikey", Summary: "the upstream's alias of /api/tags",

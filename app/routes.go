@@ -49,6 +49,11 @@ func (h *Handler) routes() *http.ServeMux {
 	// serves too (the Anthropic SDKs, Claude Code pointed at Ollama).
 	inference("POST /v1/responses", openAIDialect, h.proxy(route{upstream: "/v1/responses", dialect: openAIDialect, streams: true}))
 	inference("POST /v1/messages", anthropicDialect, h.proxy(route{upstream: "/v1/messages", dialect: anthropicDialect, streams: true}))
+	// OpenAI's image API, which Ollama serves with its image generation
+	// models: JSON in, one JSON document out once the image is done.
+	for _, p := range []string{"/v1/images/generations", "/v1/images/edits"} {
+		inference("POST "+p, openAIDialect, h.proxy(route{upstream: p, dialect: openAIDialect}))
+	}
 
 	// Fleet-wide views.
 	inference("GET /api/tags", ollamaDialect, h.handleTags)

@@ -86,6 +86,17 @@ test('models.list is the union, models.retrieve echoes the name', async () => {
   assert.equal(m.object, 'model');
 });
 
+test('images.generate reaches a node with the model and returns its PNG', async () => {
+  await reset();
+  const res = await client.images.generate({ model: chatModel, prompt: 'a lighthouse', size: '8x8' });
+  const png = Buffer.from(res.data[0].b64_json, 'base64');
+  assert.equal(png.subarray(1, 4).toString(), 'PNG');
+  assert.equal(png.readUInt32BE(16), 8, 'the size did not reach the node');
+  const sent = JSON.parse((await lastRequest('/v1/images/generations')).body);
+  assert.equal(sent.prompt, 'a lighthouse');
+  await assert.rejects(client.images.generate({ model: 'nope', prompt: 'x' }), NotFoundError);
+});
+
 test('unknown model is a NotFoundError', async () => {
   await assert.rejects(client.chat.completions.create({ model: 'nope', messages }), (err) => {
     assert.ok(err instanceof NotFoundError, `got ${err?.constructor?.name}: ${err}`);

@@ -94,6 +94,9 @@ func TestWireErrorsAndContentTypes(t *testing.T) {
 		{"v1 embed unknown", "POST", "/v1/embeddings", `{"model":"nope","input":"x"}`, 404, "application/json", `{"error":{"message":"model \"nope\" not found, try pulling it first","type":"api_error","param":null,"code":null}}` + "\n"},
 		{"v1 embed bad format", "POST", "/v1/embeddings", `{"model":"nomic-embed-text","input":"x","encoding_format":"hex"}`, 400, ctJSON, `{"error":{"message":"Invalid value for 'encoding_format' = hex. Supported values: ['float', 'base64'].","type":"invalid_request_error","param":null,"code":null}}`},
 		{"v1 embed no input", "POST", "/v1/embeddings", `{"model":"nomic-embed-text"}`, 400, ctJSON, `{"error":{"message":"invalid input","type":"invalid_request_error","param":null,"code":null}}`},
+		{"v1 image no prompt", "POST", "/v1/images/generations", `{"model":"llama3"}`, 400, ctJSON, `{"error":{"message":"prompt is required","type":"invalid_request_error","param":null,"code":null}}`},
+		{"v1 image unknown", "POST", "/v1/images/generations", `{"model":"nope","prompt":"a cat"}`, 404, "application/json", `{"error":{"message":"model 'nope' not found","type":"api_error","param":null,"code":null}}` + "\n"},
+		{"v1 image edit no image", "POST", "/v1/images/edits", `{"model":"llama3","prompt":"a cat"}`, 400, ctJSON, `{"error":{"message":"image is required","type":"invalid_request_error","param":null,"code":null}}`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
