@@ -173,6 +173,10 @@ type Handler struct {
 	patterns  []string // every route, see Patterns
 	ext       extensions
 	ending    atomic.Bool // EndStreams was called
+	// ended is cancelled by EndStreams, for the work that a request runs
+	// on its own rather than through the relay (the merged pulls).
+	ended    context.Context
+	endWaits context.CancelFunc
 }
 
 // New builds the handler. It does no I/O; the first request reads the fleet.
@@ -194,6 +198,7 @@ func New(cfg Config, deps Deps) (*Handler, error) {
 		transport: cfg.Transport,
 		now:       time.Now,
 	}
+	h.ended, h.endWaits = context.WithCancel(context.Background())
 	if h.transport == nil {
 		h.transport = NewTransport(cfg.DialTimeout, cfg.FirstByteTimeout)
 	}

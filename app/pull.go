@@ -302,7 +302,10 @@ func (h *Handler) handleProxyPull(w http.ResponseWriter, r *http.Request) {
 	summary := func(e pullEvent) result {
 		t := targets[e.node]
 		res := result{NodeID: t.node.ID, NodeName: t.node.Name, NodeAddress: t.node.BaseURL, Status: "success", Message: "Model pulled successfully"}
-		if e.err != nil {
+		switch {
+		case e.err != nil && h.ending.Load():
+			res.Status, res.Message = "error", errPullCut
+		case e.err != nil:
 			res.Status, res.Message = "error", e.err.Error()
 			if e.status != 0 && e.status != http.StatusBadGateway {
 				res.Message = "HTTP " + strconv.Itoa(e.status) + ": " + e.err.Error()
@@ -310,7 +313,9 @@ func (h *Handler) handleProxyPull(w http.ResponseWriter, r *http.Request) {
 		}
 		return res
 	}
-	events := h.runPull(r.Context(), targets, b)
+	ctx, cancel := h.untilEnd(r.Context())
+	defer cancel()
+	events := h.runPull(ctx, targets, b)
 	if !req.Stream {
 		results := []result{}
 		for e := range events {
@@ -457,7 +462,9 @@ func (h *Handler) handlePull(w http.ResponseWriter, r *http.Request) {
 			emit(pullProgress{Status: st})
 		}
 	}
-	for e := range h.runPull(r.Context(), targets, pullBody(fields)) {
+	ctx, cancel := h.untilEnd(r.Context())
+	defer cancel()
+	for e := range h.runPull(ctx, targets, pullBody(fields)) {
 		switch e.kind {
 		case pullStarted:
 			start()
@@ -518,6 +525,17 @@ func (h *Handler) handlePull(w http.ResponseWriter, r *http.Request) {
 	}
 	msg := "pull failed on " + strconv.Itoa(len(failures)) + " of " + strconv.Itoa(len(targets)) + " nodes: " + strings.Join(failures, "; ")
 	switch {
+	case h.ending.Load():
+		// Cut by EndStreams: say so, rather than blame the nodes. A
+		// stream ending without {"status":"success"} would look like a
+		// finished pull to the ollama CLI.
+		if !wrote {
+			writeError(w, ollamaDialect, http.StatusServiceUnavailable, errPullCut)
+			return
+		}
+		accessFrom(r.Context()).streamErr = errPullCut
+		_ = enc.Encode(pullProgress{Error: errPullCut})
+		flush(w)
 	case !started && len(failures) == len(targets) && firstFail != nil:
 		// Nothing streamed: answer like the node did (400 invalid name…).
 		st := firstFail.status
@@ -536,6 +554,9 @@ func (h *Handler) handlePull(w http.ResponseWriter, r *http.Request) {
 		flush(w)
 	}
 }
+
+// errPullCut is a pull's error when the proxy shuts down under it.
+const errPullCut = "aivonx is shutting down: the pull was cut; send it again (the nodes keep the layers they have)"
 
 // layerProgress merges one layer's progress over the nodes.
 type layerProgress struct {

@@ -8,11 +8,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ollama/ollama/api"
 
@@ -376,4 +378,52 @@ func TestOllamaModelManagement(t *testing.T) {
 			t.Fatalf("push of a missing model: %#v", err)
 		}
 	})
+}
+
+// TestPullCutAtShutdown: a pull still running when the shutdown's grace
+// ends (EndStreams) ends with an error line, not a stream that stops
+// without {"status":"success"}, which the ollama CLI takes for a finished
+// pull. The nodes' pulls are cancelled with it.
+func TestPullCutAtShutdown(t *testing.T) {
+	started, cancelled := make(chan struct{}, 2), make(chan struct{}, 2)
+	pullThenWait := func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.Write([]byte(`{"status":"pulling manifest"}` + "\n"))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+		cancelled <- struct{}{}
+	}
+	e := newEnv(t, app.Config{}, scriptNode(t, pullThenWait), scriptNode(t, pullThenWait))
+	resp := e.post("/api/pull", `{"model":"tiny"}`)
+	rd := bufio.NewReader(resp.Body)
+	if first, err := rd.ReadString('\n'); err != nil || !strings.Contains(first, "pulling manifest") {
+		t.Fatalf("first line %q, %v", first, err)
+	}
+	for range 2 {
+		<-started // both nodes pulling, not only the first to answer
+	}
+	e.h.EndStreams()
+	rest, _ := io.ReadAll(rd)
+	resp.Body.Close()
+	var last struct{ Error, Status string }
+	if err := json.Unmarshal(bytes.TrimSpace(rest), &last); err != nil || !strings.Contains(last.Error, "aivonx is shutting down") {
+		t.Fatalf("after EndStreams: %q; want one error line", rest)
+	}
+	for range 2 {
+		select {
+		case <-cancelled:
+		case <-time.After(5 * time.Second):
+			t.Fatal("a node's pull was not cancelled")
+		}
+	}
+
+	// Once ended, a pull that has not started answers 503 at once.
+	status, body := func() (int, string) {
+		resp := e.post("/api/pull", `{"model":"tiny","stream":false}`)
+		return resp.StatusCode, readAll(t, resp)
+	}()
+	if status != http.StatusServiceUnavailable || !strings.Contains(body, "shutting down") {
+		t.Fatalf("a pull after EndStreams: %d %s", status, body)
+	}
 }

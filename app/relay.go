@@ -2,6 +2,7 @@ package app
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -173,10 +174,18 @@ func writeStreamError(w http.ResponseWriter, rt route, kind streamKind, gap, msg
 // the ollama CLI.
 func (h *Handler) EndStreams() {
 	h.ending.Store(true)
+	h.endWaits()
 	// Those waiting for their node's next chunk are woken.
 	if t, ok := h.transport.(interface{ endStreams() }); ok {
 		t.endStreams()
 	}
+}
+
+// untilEnd is ctx, also cancelled when EndStreams runs.
+func (h *Handler) untilEnd(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(h.ended, cancel)
+	return ctx, func() { stop(); cancel() }
 }
 
 // endStream ends a stream the proxy stops (EndStreams) with the route's

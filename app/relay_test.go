@@ -16,14 +16,14 @@ import (
 	"github.com/aivonx/aivonx/internal/fakeollama"
 )
 
-// scriptNode is a fake Ollama (health checks, model lists) whose
-// inference routes run answer, which writes what a test needs, raw when
-// it hijacks the connection.
+// scriptNode is a fake Ollama (health checks, model lists) whose chat
+// routes and pull run answer, which writes what a test needs, raw when it
+// hijacks the connection.
 func scriptNode(t *testing.T, answer http.HandlerFunc) urlOf {
 	t.Helper()
 	mux := http.NewServeMux()
 	mux.Handle("/", fakeollama.New(fakeollama.Options{Models: []string{"llama3:latest"}}))
-	for _, p := range []string{"POST /api/chat", "POST /v1/chat/completions"} {
+	for _, p := range []string{"POST /api/chat", "POST /v1/chat/completions", "POST /api/pull"} {
 		mux.Handle(p, answer)
 	}
 	srv := httptest.NewServer(mux)
