@@ -149,17 +149,20 @@ func TestFaultDrop(t *testing.T) {
 
 func TestFaultLivenessDelay(t *testing.T) {
 	s := fakeollama.Start(t, defaultOpts())
-	s.SetLivenessDelay(150 * time.Millisecond)
+	// A delay well above a loaded machine's request time, so the bound on
+	// the other endpoints cannot be reached by mere slowness.
+	const delay = time.Second
+	s.SetLivenessDelay(delay)
 	start := time.Now()
 	if resp, _ := do(t, "GET", s.URL()+"/", ""); resp.StatusCode != 200 {
 		t.Fatal(resp.StatusCode)
 	}
-	if d := time.Since(start); d < 150*time.Millisecond {
+	if d := time.Since(start); d < delay {
 		t.Fatalf("GET / took %v", d)
 	}
 	start = time.Now()
 	do(t, "GET", s.URL()+"/api/version", "")
-	if d := time.Since(start); d > 100*time.Millisecond {
+	if d := time.Since(start); d > delay/2 {
 		t.Fatalf("other endpoints are slowed too: %v", d)
 	}
 }
