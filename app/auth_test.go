@@ -71,7 +71,7 @@ func newAuthEnvWith(t *testing.T, mod func(*app.AuthConfig), deps func(*app.Deps
 	t.Helper()
 	ctx := context.Background()
 	node := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
-	store, err := sqlite.Open(ctx, t.TempDir())
+	store, err := sqlite.Open(ctx, t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -917,7 +917,7 @@ func TestAPIKeyRateLimit(t *testing.T) {
 
 func TestAuthConfigErrors(t *testing.T) {
 	t.Parallel()
-	store, err := sqlite.Open(context.Background(), t.TempDir())
+	store, err := sqlite.Open(context.Background(), t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

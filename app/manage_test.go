@@ -40,7 +40,7 @@ type manageEnv struct {
 
 func newManageEnv(t *testing.T, cfg app.Config, deps app.Deps, nodes ...*fakeollama.Server) *manageEnv {
 	t.Helper()
-	store, err := sqlite.Open(context.Background(), t.TempDir())
+	store, err := sqlite.Open(context.Background(), t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,7 +42,7 @@ func newRequestsEnv(t *testing.T, obs app.ObserveConfig, requests app.RequestLog
 	ctx := context.Background()
 	nodeA := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
 	nodeB := fakeollama.Start(t, fakeollama.Options{Models: []string{"qwen2.5:0.5b"}})
-	store, err := sqlite.Open(ctx, t.TempDir())
+	store, err := sqlite.Open(ctx, t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,7 +300,7 @@ func TestRequestLogNotConfigured(t *testing.T) {
 
 func TestRequestLogRetention(t *testing.T) {
 	t.Parallel()
-	store, err := sqlite.Open(context.Background(), t.TempDir())
+	store, err := sqlite.Open(context.Background(), t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -54,7 +54,7 @@ func TestStreamFitsInitialStack(t *testing.T) {
 	// The embedded mode's wiring on a proxied route: an accounts store (so
 	// the API key check is on the path) and the access log, at a level
 	// that keeps the line itself out (it is written after the stream).
-	accounts, err := sqlite.Open(ctx, t.TempDir())
+	accounts, err := sqlite.Open(ctx, t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -98,7 +98,7 @@ func TestSigningSecret(t *testing.T) {
 func TestBootstrapAdmin(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	store, err := sqlite.Open(ctx, t.TempDir())
+	store, err := sqlite.Open(ctx, t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +199,7 @@ func TestUsersAndKeysCLI(t *testing.T) {
 	}
 	run("", "keys", "revoke", "1")
 
-	store, err := sqlite.Open(context.Background(), dir)
+	store, err := sqlite.Open(context.Background(), dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

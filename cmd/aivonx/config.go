@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -99,6 +100,9 @@ type backend struct {
 	lock     worker.Lock
 	deps     []app.Dependency
 	closers  []func()
+	// releaseDataDir lets another serve take the embedded store (nil in
+	// the shared mode); Close releases it too.
+	releaseDataDir func()
 }
 
 func (b *backend) Close() {
@@ -127,16 +131,30 @@ func openBackend(c *cli.Context, log *slog.Logger) (*backend, error) {
 	return openEmbedded(c)
 }
 
+// openEmbedded takes the data directory's serve lock, then opens the store
+// (migrating it: the lock says no other serve is using it).
 func openEmbedded(c *cli.Context) (*backend, error) {
-	store, err := sqlite.Open(c.Context, c.String(dataDirFlag.Name))
+	dir := c.String(dataDirFlag.Name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	unlock, err := lockDataDir(dir)
 	if err != nil {
 		return nil, err
 	}
+	store, err := sqlite.Open(c.Context, dir, nil)
+	if err != nil {
+		unlock()
+		return nil, err
+	}
 	board := memory.NewStatusBoard()
+	var once sync.Once
+	release := func() { once.Do(unlock) }
 	return &backend{
 		mode: "embedded", store: store, accounts: store, requests: store, statuses: board, inflight: memory.NewInFlight(), passes: board,
-		deps:    []app.Dependency{{Name: "store", Check: store.Ping}},
-		closers: []func(){func() { store.Close() }},
+		deps:           []app.Dependency{{Name: "store", Check: store.Ping}},
+		closers:        []func(){release, func() { store.Close() }},
+		releaseDataDir: release,
 	}, nil
 }
 
@@ -149,7 +167,8 @@ func openStore(c *cli.Context, log *slog.Logger) (nodeStore, func(), error) {
 	if dbURL != "" {
 		return openPostgresStore(c, log, dbURL)
 	}
-	store, err := sqlite.Open(c.Context, c.String(dataDirFlag.Name))
+	dir := c.String(dataDirFlag.Name)
+	store, err := sqlite.Open(c.Context, dir, upgradeUnlessServed(dir))
 	if err != nil {
 		return nil, nil, err
 	}

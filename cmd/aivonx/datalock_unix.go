@@ -24,7 +24,7 @@ func lockDataDir(dir string) (unlock func(), err error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("another aivonx serve is using --data-dir %s: two would keep separate in-flight counts and health checks; stop it, or give this one a --data-dir of its own (replicas share state in the shared mode)", dir)
+			return nil, fmt.Errorf("%w: two would keep separate in-flight counts and health checks; stop it, or give this one a --data-dir of its own (replicas share state in the shared mode)", &dataDirBusy{dir})
 		}
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}

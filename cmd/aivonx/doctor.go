@@ -131,14 +131,14 @@ func runDoctor(c *cli.Context) error {
 			break
 		}
 		ctx, cancel := d.ctx(c.Context)
-		store, err := sqlite.Open(ctx, dir)
+		store, err := sqlite.Open(ctx, dir, upgradeUnlessServed(dir))
 		if err == nil {
 			nodes, err = store.Nodes(ctx)
 			store.Close()
 		}
 		cancel()
 		if err != nil {
-			d.fail("store", err.Error(), "check the permissions of "+dir+"; a newer aivonx may have written it")
+			d.fail("store", err.Error(), "the message says why; otherwise check that "+path+" is readable and writable by this user, and not damaged (sqlite3 "+path+" 'PRAGMA integrity_check')")
 		} else {
 			nodesRead = true
 			d.ok("store", fmt.Sprintf("%s, %d node(s)", path, len(nodes)))

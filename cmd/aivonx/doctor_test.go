@@ -33,7 +33,7 @@ func TestDoctor(t *testing.T) {
 	}
 	dir := t.TempDir()
 	node := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
-	store, err := sqlite.Open(context.Background(), dir)
+	store, err := sqlite.Open(context.Background(), dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

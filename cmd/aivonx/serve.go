@@ -76,19 +76,11 @@ func runServe(c *cli.Context) error {
 		return err
 	}
 	defer b.Close()
-	if b.mode == "embedded" {
-		unlock, err := lockDataDir(c.String(dataDirFlag.Name))
-		if err != nil {
-			return err
-		}
+	if b.releaseDataDir != nil {
 		// Released when shutdown starts, not at exit: a new serve may take
 		// over (a restart) while this one drains, accepting nothing.
-		stop := context.AfterFunc(c.Context, unlock)
-		defer func() {
-			if stop() {
-				unlock()
-			}
-		}()
+		stop := context.AfterFunc(c.Context, b.releaseDataDir)
+		defer stop()
 	}
 	auth, err := authConfig(c, b, log)
 	if err != nil {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"database/sql"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -12,6 +14,8 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/aivonx/aivonx/infra/sqlite"
 )
 
 // TestServeRefusesNodeWithoutEchoingItsPassword: startup errors end up in
@@ -113,5 +117,62 @@ func TestOneServePerDataDir(t *testing.T) {
 	}
 	if err := second(); err != nil {
 		t.Fatalf("serve after the first stopped: %v", err)
+	}
+}
+
+// TestNoUpgradeUnderARunningServe: a store older than this binary's schema
+// that a serve holds (an older version, then) is migrated neither by a CLI
+// command nor by a second serve, which is refused before it touches the
+// store; once no serve holds it, the CLI may upgrade it.
+func TestNoUpgradeUnderARunningServe(t *testing.T) {
+	for _, env := range []string{"DATABASE_URL", "AIVONX_DATABASE_URL", "REDIS_URL", "AIVONX_REDIS_URL", "AIVONX_NODES"} {
+		t.Setenv(env, "")
+	}
+	dir := t.TempDir()
+	store, err := sqlite.Open(context.Background(), dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.Close()
+	db, err := sql.Open("sqlite", filepath.Join(dir, sqlite.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	version := func() int {
+		var v int
+		if err := db.QueryRow(`PRAGMA user_version`).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	current := version()
+	if _, err := db.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, current-1)); err != nil {
+		t.Fatal(err)
+	}
+
+	unlock, err := lockDataDir(dir) // the older serve
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	a := newCLI()
+	a.Writer, a.ErrWriter = io.Discard, io.Discard
+	a.ExitErrHandler = func(*cli.Context, error) {}
+	err = a.Run([]string{"aivonx", "nodes", "list", "--data-dir", dir})
+	if err == nil || !strings.Contains(err.Error(), "stop that serve") {
+		t.Fatalf("nodes list under a running older serve: %v; want a refusal to upgrade", err)
+	}
+	err = a.Run([]string{"aivonx", "serve", "--addr", "127.0.0.1:0", "--data-dir", dir, "--log-level", "error"})
+	if err == nil || !strings.Contains(err.Error(), "another aivonx serve is using") {
+		t.Fatalf("second serve: %v; want it refused", err)
+	}
+	if v := version(); v != current-1 {
+		t.Fatalf("the store was migrated to %d under the running serve", v)
+	}
+
+	unlock()
+	if err := upgradeUnlessServed(dir)(current-1, current); err != nil {
+		t.Fatalf("with no serve running: %v; want the upgrade allowed", err)
 	}
 }

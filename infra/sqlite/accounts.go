@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -255,15 +254,10 @@ func (s *Store) RecordUsage(ctx context.Context, usage []account.Usage) error {
 }
 
 // translateAccount maps driver errors of the account tables to fleet's
-// sentinels; conflict says what a unique violation means.
+// sentinels as translate does; conflict says what a unique violation means.
 func translateAccount(op string, err error, conflict string) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, sql.ErrNoRows):
-		return fmt.Errorf("%s: %w", op, fleet.ErrNotFound)
-	case strings.Contains(err.Error(), "UNIQUE constraint failed"):
+	if err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed") {
 		return fmt.Errorf("%w: %s", fleet.ErrConflict, conflict)
 	}
-	return fmt.Errorf("%s: %w", op, err)
+	return translate(op, err)
 }

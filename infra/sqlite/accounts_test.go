@@ -11,7 +11,7 @@ import (
 func TestStore_Accounts(t *testing.T) {
 	t.Parallel()
 	accounttest.Run(t, func(t *testing.T) accounttest.Store {
-		s, err := sqlite.Open(context.Background(), t.TempDir())
+		s, err := sqlite.Open(context.Background(), t.TempDir(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -5,10 +5,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/aivonx/aivonx/app/account"
 	"github.com/aivonx/aivonx/app/fleet"
 	"github.com/aivonx/aivonx/app/history"
 )
@@ -21,7 +23,7 @@ func openAt(t *testing.T, dir string, version int) *Store {
 		t.Fatal(err)
 	}
 	s := &Store{db: db}
-	if err := s.migrate(context.Background(), version); err != nil {
+	if err := s.migrate(context.Background(), version, nil); err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -58,7 +60,7 @@ func TestMigrate_RekeysTheRequestLog(t *testing.T) {
 	}
 	old.Close()
 
-	s, err := Open(ctx, dir)
+	s, err := Open(ctx, dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +95,7 @@ func TestMigrate_RekeysTheRequestLog(t *testing.T) {
 func TestRecordRequests_SameMicrosecond(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s, err := Open(ctx, t.TempDir())
+	s, err := Open(ctx, t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +131,7 @@ func TestRecordRequests_SameMicrosecond(t *testing.T) {
 // a full disk alike) is an outage the API answers with 503, "try again",
 // not an internal error.
 func TestFileTroubleIsUnavailable(t *testing.T) {
-	s, err := Open(context.Background(), t.TempDir())
+	s, err := Open(context.Background(), t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,4 +144,74 @@ func TestFileTroubleIsUnavailable(t *testing.T) {
 	if !errors.Is(err, fleet.ErrUnavailable) {
 		t.Fatalf("write to a read-only store: %v; want fleet.ErrUnavailable", err)
 	}
+	_, err = s.CreateUser(context.Background(), account.User{Username: "ops", Role: account.RoleAdmin, PasswordHash: "x"})
+	if !errors.Is(err, fleet.ErrUnavailable) {
+		t.Fatalf("user written to a read-only store: %v; want fleet.ErrUnavailable", err)
+	}
+}
+
+// TestDataDirIsAPath: the store lives in the data directory whatever its
+// name, though SQLite's URI reads %, ? and # as syntax; and its files are
+// private to their owner.
+func TestDataDirIsAPath(t *testing.T) {
+	root := t.TempDir()
+	for i, name := range []string{"inst#1", "inst#2", "q?x", "p%41x", "sp ace"} {
+		dir := filepath.Join(root, name)
+		s, err := Open(context.Background(), dir, nil)
+		if err != nil {
+			t.Fatalf("open %q: %v", name, err)
+		}
+		if _, err := s.CreateNode(context.Background(), fleet.Node{Name: name, BaseURL: fmt.Sprintf("http://10.0.0.%d:11434", i+1), Enabled: true}); err != nil {
+			t.Fatal(err)
+		}
+		nodes, err := s.Nodes(context.Background())
+		s.Close()
+		if err != nil || len(nodes) != 1 || nodes[0].Name != name {
+			t.Fatalf("store of %q holds %+v, %v; want its one node", name, nodes, err)
+		}
+		info, err := os.Stat(filepath.Join(dir, FileName))
+		if err != nil {
+			t.Fatalf("the store of %q is not in its directory: %v", name, err)
+		}
+		if perm := info.Mode().Perm(); perm != 0o600 {
+			t.Errorf("%s has mode %v; want 0600", FileName, perm)
+		}
+	}
+	if entries, _ := os.ReadDir(root); len(entries) != 5 {
+		t.Errorf("the root holds %d entries; want the 5 data directories only", len(entries))
+	}
+}
+
+// TestUpgradeCheck: an existing store is migrated only when the check
+// allows it; a refused upgrade leaves it as it was. A new store is created
+// without asking.
+func TestUpgradeCheck(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	openAt(t, dir, 4).Close()
+	var asked [2]int
+	held := errors.New("a serve holds it")
+	refuse := func(from, to int) error { asked = [2]int{from, to}; return held }
+	if _, err := Open(ctx, dir, refuse); !errors.Is(err, held) {
+		t.Fatalf("open refused by the check: %v", err)
+	}
+	if asked != [2]int{4, len(schema)} {
+		t.Errorf("asked about %v; want 4 to %d", asked, len(schema))
+	}
+	old := openAt(t, dir, 4) // still at 4: migrating to 4 is nothing to do
+	var version int
+	if err := old.db.QueryRow(`PRAGMA user_version`).Scan(&version); err != nil || version != 4 {
+		t.Fatalf("after the refusal the schema is %d, %v; want 4", version, err)
+	}
+	old.Close()
+	s, err := Open(ctx, dir, func(int, int) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	fresh, err := Open(ctx, t.TempDir(), refuse)
+	if err != nil {
+		t.Fatalf("a new store was refused: %v", err)
+	}
+	fresh.Close()
 }

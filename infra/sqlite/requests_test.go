@@ -17,7 +17,7 @@ var _ app.RequestLog = (*sqlite.Store)(nil)
 func TestStore_Requests(t *testing.T) {
 	t.Parallel()
 	historytest.Run(t, func(t *testing.T) historytest.Store {
-		s, err := sqlite.Open(context.Background(), t.TempDir())
+		s, err := sqlite.Open(context.Background(), t.TempDir(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -31,7 +31,7 @@ func TestStore_Requests(t *testing.T) {
 func TestRecordRequests_LargeBatch(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s, err := sqlite.Open(ctx, t.TempDir())
+	s, err := sqlite.Open(ctx, t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestRecordRequests_LargeBatch(t *testing.T) {
 // The request log is written in the background, but on the proxy's own
 // CPU: at thousands of requests a second it is a visible share of it.
 func BenchmarkRecordRequests(b *testing.B) {
-	s, err := sqlite.Open(context.Background(), b.TempDir())
+	s, err := sqlite.Open(context.Background(), b.TempDir(), nil)
 	if err != nil {
 		b.Fatal(err)
 	}

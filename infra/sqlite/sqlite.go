@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,19 +31,37 @@ type Store struct {
 // FileName is the database file inside the data directory.
 const FileName = "aivonx.db"
 
-// Open opens (creating if needed) the store in dir.
-func Open(ctx context.Context, dir string) (*Store, error) {
+// An UpgradeCheck is asked before Open migrates a store written by an
+// older aivonx from schema version from to version to. Its error stops
+// Open, which returns it: a CLI command must not migrate the store under an
+// older serve that is running on it, which cannot use the new schema.
+type UpgradeCheck func(from, to int) error
+
+// Open opens (creating if needed) the store in dir. mayUpgrade, when not
+// nil, is asked before an existing store is migrated.
+func Open(ctx context.Context, dir string, mayUpgrade UpgradeCheck) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
 	path := filepath.Join(dir, FileName)
-	dsn := "file:" + path + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_txlock=immediate"
+	// Created here, not by SQLite, so that it is private as secret.key
+	// is: SQLite would create it (and its -wal and -shm files, which take
+	// the database's mode) readable by all.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	f.Close()
+	// The path is escaped: in SQLite's URI, % is an escape, ? starts the
+	// parameters and # a fragment, and an unescaped one would put the
+	// store somewhere else.
+	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	s := &Store{db: db}
-	if err := s.migrate(ctx, len(schema)); err != nil {
+	if err := s.migrate(ctx, len(schema), mayUpgrade); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
@@ -135,7 +154,7 @@ var schema = []migration{
 }
 
 // migrate brings the schema to version target (len(schema) but in tests).
-func (s *Store) migrate(ctx context.Context, target int) error {
+func (s *Store) migrate(ctx context.Context, target int, mayUpgrade UpgradeCheck) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
@@ -147,6 +166,11 @@ func (s *Store) migrate(ctx context.Context, target int) error {
 	}
 	if version > len(schema) {
 		return fmt.Errorf("the data directory was written by a newer aivonx (schema %d > %d)", version, len(schema))
+	}
+	if version > 0 && version < target && mayUpgrade != nil {
+		if err := mayUpgrade(version, target); err != nil {
+			return err
+		}
 	}
 	for ; version < target; version++ {
 		if err := schema[version](ctx, tx); err != nil {
