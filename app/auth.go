@@ -105,7 +105,7 @@ type AccountStore interface {
 const sessionCookie = "aivonx_session"
 
 // setupHint tells an operator how to create the first admin.
-const setupHint = "run: aivonx users create --username admin --role admin --password-stdin"
+const setupHint = "run, where serve runs and with its --data-dir (or, shared, its DATABASE_URL): aivonx users create --username admin --role admin --password-stdin"
 
 // RateLimiter keeps named budgets shared by every replica: perMinute
 // requests a minute, burst of them at once. Take spends one request, or

@@ -47,6 +47,29 @@ var (
 		Usage: "on a start with no user at all, create the user admin with this password (prefer the env var or AIVONX_ADMIN_PASSWORD_FILE; ignored once a user exists)"}
 )
 
+// createAdminCommand is the command that creates the first admin in the
+// store serve uses: the embedded one by its absolute path, as the default
+// ./data is relative to where the command runs.
+func createAdminCommand(c *cli.Context, mode string) string {
+	const create = "aivonx users create --username admin --role admin --password-stdin"
+	if mode != "embedded" {
+		return create + " (with serve's DATABASE_URL)"
+	}
+	dir := c.String(dataDirFlag.Name)
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	return "aivonx users create --data-dir " + shellQuote(dir) + " --username admin --role admin --password-stdin"
+}
+
+// shellQuote quotes s for a POSIX shell when it needs quoting.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:@%+=,") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
 // secretFileName is the generated signing secret of the embedded mode.
 const secretFileName = "secret.key"
 
@@ -65,7 +88,7 @@ func authConfig(c *cli.Context, b *backend, log *slog.Logger) (app.AuthConfig, e
 	if err != nil {
 		return app.AuthConfig{}, err
 	}
-	if err := bootstrapAdmin(c.Context, b.accounts, pw, log); err != nil {
+	if err := bootstrapAdmin(c.Context, b.accounts, pw, createAdminCommand(c, b.mode), log); err != nil {
 		return app.AuthConfig{}, err
 	}
 	return app.AuthConfig{
@@ -167,8 +190,8 @@ func loadOrCreateSecret(dir string) ([]byte, error) {
 }
 
 // bootstrapAdmin creates the user admin with password when no user exists.
-// With no user and no password it logs, once, how to create one.
-func bootstrapAdmin(ctx context.Context, store app.AccountStore, password string, log *slog.Logger) error {
+// With no user and no password it logs, once, how to create one: createCmd.
+func bootstrapAdmin(ctx context.Context, store app.AccountStore, password, createCmd string, log *slog.Logger) error {
 	n, err := store.CountUsers(ctx)
 	if err != nil {
 		return fmt.Errorf("count users: %w", err)
@@ -177,7 +200,7 @@ func bootstrapAdmin(ctx context.Context, store app.AccountStore, password string
 	case n > 0:
 		return nil
 	case password == "":
-		log.Warn("no user exists yet: create an admin with `aivonx users create --username admin --role admin --password-stdin`, or start once with AIVONX_ADMIN_PASSWORD set")
+		log.Warn("no user exists yet: create an admin with `" + createCmd + "`, or start once with AIVONX_ADMIN_PASSWORD set")
 		return nil
 	}
 	hash, err := account.HashPassword(password)

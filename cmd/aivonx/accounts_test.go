@@ -106,20 +106,20 @@ func TestBootstrapAdmin(t *testing.T) {
 	var logs bytes.Buffer
 	log := slog.New(slog.NewJSONHandler(&logs, nil))
 
-	if err := bootstrapAdmin(ctx, store, "", log); err != nil {
+	if err := bootstrapAdmin(ctx, store, "", "aivonx users create --data-dir /srv/aivonx --username admin --role admin --password-stdin", log); err != nil {
 		t.Fatal(err)
 	}
 	if n, _ := store.CountUsers(ctx); n != 0 {
 		t.Fatalf("%d users without a password, want none", n)
 	}
-	if strings.Count(logs.String(), "\n") != 1 || !strings.Contains(logs.String(), "aivonx users create --username admin --role admin --password-stdin") {
+	if strings.Count(logs.String(), "\n") != 1 || !strings.Contains(logs.String(), "aivonx users create --data-dir /srv/aivonx --username admin") {
 		t.Fatalf("want one line with the hint, got %s", logs.String())
 	}
-	if err := bootstrapAdmin(ctx, store, "short", log); err == nil {
+	if err := bootstrapAdmin(ctx, store, "short", "", log); err == nil {
 		t.Fatal("a too-short AIVONX_ADMIN_PASSWORD: want an error")
 	}
 	logs.Reset()
-	if err := bootstrapAdmin(ctx, store, "first admin password", log); err != nil {
+	if err := bootstrapAdmin(ctx, store, "first admin password", "", log); err != nil {
 		t.Fatal(err)
 	}
 	u, err := store.UserByName(ctx, "admin")
@@ -130,7 +130,7 @@ func TestBootstrapAdmin(t *testing.T) {
 		t.Fatal("the password was logged")
 	}
 	// Once a user exists the variable is ignored.
-	if err := bootstrapAdmin(ctx, store, "another password", log); err != nil {
+	if err := bootstrapAdmin(ctx, store, "another password", "", log); err != nil {
 		t.Fatal(err)
 	}
 	if u2, _ := store.UserByName(ctx, "admin"); u2.PasswordHash != u.PasswordHash {
@@ -230,5 +230,62 @@ func TestParsePrefixes(t *testing.T) {
 		if _, err := parsePrefixes([]string{bad}); err == nil {
 			t.Errorf("parsePrefixes(%q) accepted it", bad)
 		}
+	}
+}
+
+// TestCreateAdminCommand: the command serve logs names its store by its
+// absolute path, quoted for the shell when it must be: the default ./data
+// is relative to where the command runs.
+func TestCreateAdminCommand(t *testing.T) {
+	t.Setenv("AIVONX_DATA_DIR", "") // restored after the test
+	os.Unsetenv("AIVONX_DATA_DIR")
+	cwd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ dir, want string }{
+		{"", "--data-dir " + filepath.Join(cwd, "data") + " "},
+		{"/srv/it's here", `--data-dir '/srv/it'\''s here' `},
+	} {
+		var got string
+		a := newCLI()
+		a.Commands = []*cli.Command{{Name: "probe", Flags: []cli.Flag{dataDirFlag}, Action: func(c *cli.Context) error {
+			got = createAdminCommand(c, "embedded")
+			return nil
+		}}}
+		args := []string{"aivonx", "probe"}
+		if tc.dir != "" {
+			args = append(args, "--data-dir", tc.dir)
+		}
+		if err := a.Run(args); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(got, tc.want) || !strings.HasPrefix(got, "aivonx users create ") {
+			t.Errorf("data dir %q: %q; want it to contain %q", tc.dir, got, tc.want)
+		}
+	}
+}
+
+// TestCLINotesANewStore: a command run on a directory with no store (often
+// the wrong one: ./data is relative) says it created one, once.
+func TestCLINotesANewStore(t *testing.T) {
+	t.Setenv("DATABASE_URL", "")
+	t.Setenv("AIVONX_DATABASE_URL", "")
+	dir := filepath.Join(t.TempDir(), "data")
+	run := func() string {
+		var stderr bytes.Buffer
+		a := newCLI()
+		a.Writer, a.ErrWriter = io.Discard, &stderr
+		a.ExitErrHandler = func(*cli.Context, error) {}
+		if err := a.Run([]string{"aivonx", "nodes", "list", "--data-dir", dir}); err != nil {
+			t.Fatal(err)
+		}
+		return stderr.String()
+	}
+	if note := run(); !strings.Contains(note, "no store was at "+filepath.Join(dir, "aivonx.db")) || !strings.Contains(note, "--data-dir "+dir) {
+		t.Fatalf("first run's stderr %q; want the note", note)
+	}
+	if note := run(); note != "" {
+		t.Fatalf("second run's stderr %q; want nothing", note)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -168,9 +169,20 @@ func openStore(c *cli.Context, log *slog.Logger) (nodeStore, func(), error) {
 		return openPostgresStore(c, log, dbURL)
 	}
 	dir := c.String(dataDirFlag.Name)
+	path := filepath.Join(dir, sqlite.FileName)
+	_, statErr := os.Stat(path)
 	store, err := sqlite.Open(c.Context, dir, upgradeUnlessServed(dir))
 	if err != nil {
 		return nil, nil, err
+	}
+	if errors.Is(statErr, os.ErrNotExist) {
+		// Most likely the wrong directory (./data is relative to where the
+		// command runs): say so, as what is written here serve never sees
+		// unless it runs on this directory.
+		if abs, err := filepath.Abs(path); err == nil {
+			path = abs
+		}
+		fmt.Fprintf(c.App.ErrWriter, "aivonx: no store was at %s: created a new one; serve uses it only with --data-dir %s\n", path, shellQuote(filepath.Dir(path)))
 	}
 	return store, func() { store.Close() }, nil
 }

@@ -36,7 +36,7 @@ func serveLogger(c *cli.Context) (*slog.Logger, app.LogReader, func(), error) {
 		log, err := newLogger(c, os.Stdout)
 		return log, nil, func() {}, err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+	if err := checkLogFile(path); err != nil {
 		return nil, nil, nil, fmt.Errorf("--log-file: %w", err)
 	}
 	w := logfile.NewWriter(path)
@@ -46,6 +46,24 @@ func serveLogger(c *cli.Context) (*slog.Logger, app.LogReader, func(), error) {
 		return nil, nil, nil, err
 	}
 	return log, logfile.NewReader(path), func() { w.Close() }, nil
+}
+
+// checkLogFile makes sure the log can be written at path, now: the rotating
+// writer opens the file only at the first line, and a failure then is
+// dropped with the line. And it must be a file: the writer "rotates" what
+// is at the path by renaming it, a directory included.
+func checkLogFile(path string) error {
+	if info, err := os.Stat(path); err == nil && !info.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file: name the file the log goes to, e.g. %s", path, filepath.Join(path, "aivonx.log"))
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 // manageConfig reads the management flags.

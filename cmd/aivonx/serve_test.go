@@ -176,3 +176,40 @@ func TestNoUpgradeUnderARunningServe(t *testing.T) {
 		t.Fatalf("with no serve running: %v; want the upgrade allowed", err)
 	}
 }
+
+// TestLogFileMustBeAWritableFile: a --log-file that names a directory is
+// refused, not renamed away by the log rotation; one that cannot be
+// written is refused at start, not dropped line by line.
+func TestLogFileMustBeAWritableFile(t *testing.T) {
+	for _, env := range []string{"DATABASE_URL", "AIVONX_DATABASE_URL", "REDIS_URL", "AIVONX_REDIS_URL", "AIVONX_NODES", "AIVONX_LOG_FILE"} {
+		t.Setenv(env, "")
+	}
+	root := t.TempDir()
+	logs := filepath.Join(root, "logs")
+	if err := os.MkdirAll(logs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(logs, "other-app.log")
+	if err := os.WriteFile(other, []byte("precious\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a := newCLI()
+	a.Writer, a.ErrWriter = io.Discard, io.Discard
+	a.ExitErrHandler = func(*cli.Context, error) {}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second) // a serve that starts stops
+	defer cancel()
+	err := a.RunContext(ctx, []string{"aivonx", "serve", "--addr", "127.0.0.1:0", "--data-dir", filepath.Join(root, "data"), "--log-file", logs})
+	if err == nil || !strings.Contains(err.Error(), "--log-file") || !strings.Contains(err.Error(), "not a regular file") {
+		t.Fatalf("serve --log-file naming a directory: %v; want it refused", err)
+	}
+	if b, err := os.ReadFile(other); err != nil || string(b) != "precious\n" {
+		t.Fatalf("the directory's file after the refusal: %q, %v", b, err)
+	}
+	// /proc refuses a new file to root too.
+	if err := checkLogFile("/proc/self/aivonx.log"); err == nil {
+		t.Fatal("an unwritable log file was accepted")
+	}
+	if err := checkLogFile(filepath.Join(root, "new", "aivonx.log")); err != nil {
+		t.Fatalf("a log file in a new directory: %v", err)
+	}
+}
