@@ -197,11 +197,13 @@ func TestCandidates(t *testing.T) {
 			want:     []int64{2},
 		},
 		{
-			name:     "FreshPreferredOverStale",
+			// With the worker down, a node a replica re-probed itself is the
+			// only fresh one: it must not take all the traffic.
+			name:     "FreshNotPreferredOverStale",
 			nodes:    []fleet.Node{node(1, true), node(2, true)},
 			statuses: []fleet.Status{healthy(1, time.Hour, 0, "m"), healthy(2, time.Second, 0, "m")},
 			model:    "m",
-			want:     []int64{2},
+			want:     []int64{1, 2},
 		},
 		{
 			name:     "StaleFleetStillServes",

@@ -21,8 +21,8 @@ type Candidate struct {
 	Latency time.Duration
 	// Loaded reports whether the model is in the node's memory (/api/ps).
 	Loaded bool
-	// Stale is true when no fresh status existed and the candidate came
-	// from the last known one (the worker is late or down).
+	// Stale is true when the node's status is older than the routing's
+	// MaxAge: the worker is late or down.
 	Stale bool
 }
 
@@ -92,27 +92,21 @@ func (r Routing) usable(m Member) bool {
 		(r.Excluded == nil || !r.Excluded(m.Node.ID, m.Status))
 }
 
-// Routable returns the members that may take requests: enabled, healthy by a
-// fresh status and not marked unreachable. When no status at all is fresh
-// (the worker is down), the members healthy by their last known status are
-// returned instead, so a dead worker degrades routing rather than taking the
-// fleet down; passive checks and failover then weed out dead nodes.
+// Routable returns the members that may take requests: enabled, healthy by
+// their last known status and not marked unreachable. A stale status counts
+// as it was last seen: a dead worker degrades routing rather than taking
+// the fleet down, and passive checks and failover weed out dead nodes. Nor
+// does a fresh status outrank a stale one: with the worker down, the nodes
+// a replica re-probed itself (after a load, a cut stream, an edit) would be
+// the only fresh ones, and would take all the traffic.
 func (s *Snapshot) Routable(r Routing) []Member {
-	var fresh, stale []Member
+	var out []Member
 	for _, m := range s.members {
-		if !r.usable(m) {
-			continue
-		}
-		if m.Status.Fresh(r.Now, r.MaxAge) {
-			fresh = append(fresh, m)
-		} else if len(fresh) == 0 {
-			stale = append(stale, m)
+		if r.usable(m) {
+			out = append(out, m)
 		}
 	}
-	if len(fresh) > 0 {
-		return fresh
-	}
-	return stale
+	return out
 }
 
 // Candidates returns the nodes that may serve model, by the rule of
@@ -123,28 +117,21 @@ func (s *Snapshot) Routable(r Routing) []Member {
 func (s *Snapshot) Candidates(model string, r Routing) ([]Candidate, error) {
 	key := ModelKey(model)
 	idx := s.byModel[key]
-	var fresh, stale []Candidate
+	var out []Candidate
 	for _, i := range idx {
 		m := s.members[i]
 		if !r.usable(m) {
 			continue
 		}
-		if fresh == nil {
-			fresh = make([]Candidate, 0, len(idx))
+		if out == nil {
+			out = make([]Candidate, 0, len(idx))
 		}
-		c := Candidate{Node: m.Node, Latency: m.Status.Latency, Loaded: lists(m.Status.Loaded, key)}
-		if m.Status.Fresh(r.Now, r.MaxAge) {
-			fresh = append(fresh, c)
-		} else if len(fresh) == 0 {
-			c.Stale = true
-			stale = append(stale, c)
-		}
+		out = append(out, Candidate{Node: m.Node, Latency: m.Status.Latency, Loaded: lists(m.Status.Loaded, key),
+			Stale: !m.Status.Fresh(r.Now, r.MaxAge)})
 	}
 	switch {
-	case len(fresh) > 0:
-		return fresh, nil
-	case len(stale) > 0:
-		return stale, nil
+	case len(out) > 0:
+		return out, nil
 	case !s.anyUsable(r):
 		return nil, ErrNoCandidate
 	case len(idx) > 0:
