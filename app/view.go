@@ -40,46 +40,83 @@ func (v *view) lastPass() time.Time {
 // while the view is younger than two refresh periods: it takes the current
 // one and, when that is older than one period, starts a single background
 // refresh (stale-while-revalidate). Older than that (sparse traffic, a
-// Lambda container that was frozen, the very first request) the request
-// refreshes inline, so what it sees is never older than two periods and
-// nothing depends on background goroutines between invocations.
+// Lambda container that was frozen, a node edited through this replica) the
+// request waits for the refresh, so that it sees the fleet as it is now,
+// but only up to inlineWait: a store or Redis that hangs (rather than
+// refusing) must not add its timeout to every request of every replica.
+// The previous view serves meanwhile, and the refresh's result the requests
+// after it.
 type viewCache struct {
-	cur        atomic.Pointer[view]
-	refreshing atomic.Bool
-	mu         sync.Mutex // serialises inline refreshes
-	every      time.Duration
-	load       func(ctx context.Context, prev *view) *view
+	cur   atomic.Pointer[view]
+	every time.Duration
+	load  func(ctx context.Context, prev *view) *view
+
+	mu      sync.Mutex
+	running *viewRefresh // the refresh under way, if any
+	// edits counts invalidations: a refresh that began before one may
+	// have read the fleet before the change.
+	edits atomic.Int64
 }
+
+// viewRefresh is one refresh under way: done is closed when it has stored
+// its view.
+type viewRefresh struct {
+	done    chan struct{}
+	started time.Time
+}
+
+// inlineWait bounds how long a request waits for a refresh of a view too
+// old to use at once (a healthy store answers in milliseconds).
+const inlineWait = 250 * time.Millisecond
 
 func (c *viewCache) get(ctx context.Context, now time.Time) *view {
 	v := c.cur.Load()
-	if v != nil {
-		age := now.Sub(v.at)
-		if age < c.every {
-			return v
-		}
-		if age < 2*c.every {
-			if c.refreshing.CompareAndSwap(false, true) {
-				go func() {
-					defer c.refreshing.Store(false)
-					c.refresh(context.WithoutCancel(ctx), v)
-				}()
-			}
-			return v
-		}
+	if v != nil && now.Sub(v.at) < c.every {
+		return v
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if nv := c.cur.Load(); nv != nil && nv != v && !nv.at.IsZero() {
-		return nv // another request refreshed while we waited (not an invalidate)
+	r := c.refreshFrom(ctx, v)
+	if v != nil && now.Sub(v.at) < 2*c.every {
+		return v
 	}
-	return c.refresh(ctx, v)
+	if v == nil {
+		<-r.done // nothing to route by until the first load (itself bounded)
+		return c.cur.Load()
+	}
+	wait := time.NewTimer(inlineWait - time.Since(r.started))
+	defer wait.Stop()
+	select {
+	case <-r.done:
+		return c.cur.Load()
+	case <-wait.C:
+	case <-ctx.Done():
+	}
+	return v
 }
 
-func (c *viewCache) refresh(ctx context.Context, prev *view) *view {
-	v := c.load(ctx, prev)
-	c.cur.Store(v)
-	return v
+// refreshFrom starts a refresh from prev unless one is under way, and
+// returns the one under way. It runs apart from the request that started
+// it, which may leave first.
+func (c *viewCache) refreshFrom(ctx context.Context, prev *view) *viewRefresh {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.running != nil {
+		return c.running
+	}
+	r := &viewRefresh{done: make(chan struct{}), started: time.Now()}
+	c.running = r
+	edits := c.edits.Load()
+	go func() {
+		nv := c.load(context.WithoutCancel(ctx), prev)
+		if c.edits.Load() != edits {
+			nv.at = time.Time{} // it may predate the edit: the next request refreshes again
+		}
+		c.cur.Store(nv)
+		c.mu.Lock()
+		c.running = nil
+		c.mu.Unlock()
+		close(r.done)
+	}()
+	return r
 }
 
 // invalidate makes the next request read the fleet again. The view is
@@ -87,6 +124,7 @@ func (c *viewCache) refresh(ctx context.Context, prev *view) *view {
 // the store is down, and dropping it would leave a replica with no fleet
 // at all for the length of a Postgres outage.
 func (c *viewCache) invalidate() {
+	c.edits.Add(1)
 	for {
 		v := c.cur.Load()
 		if v == nil {
@@ -126,6 +164,12 @@ func (h *Handler) loadView(ctx context.Context, prev *view) *view {
 	v.statusErr = err
 	h.logTransition(prev, "node store", prevErr(prev, true), v.storeErr)
 	h.logTransition(prev, "status source", prevErr(prev, false), v.statusErr)
+	if v.storeErr != nil || v.statusErr != nil {
+		// What failed may have taken the whole timeout: count the view's
+		// age from now, so that the next requests do not each start (and
+		// wait on) another slow refresh at once.
+		v.at = h.now()
+	}
 
 	v.snap = fleet.NewSnapshot(v.nodes, v.statuses)
 	v.urls = make(map[int64]*url.URL, len(v.nodes))

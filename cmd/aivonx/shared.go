@@ -107,6 +107,10 @@ type sharedStatus struct {
 	hotDown, lastDown atomic.Bool
 }
 
+// statusFallbackTimeout bounds the read of the statuses from Postgres when
+// Redis failed.
+const statusFallbackTimeout = time.Second
+
 func (s *sharedStatus) Statuses(ctx context.Context) ([]fleet.Status, error) {
 	return s.hotOrLast(ctx, s.hot.Statuses)
 }
@@ -122,7 +126,11 @@ func (s *sharedStatus) hotOrLast(ctx context.Context, hot func(context.Context) 
 	if err == nil && len(statuses) > 0 {
 		return statuses, nil
 	}
-	fallback, ferr := s.last.Statuses(ctx)
+	// A Redis that hung may have spent the caller's whole deadline:
+	// Postgres gets a budget of its own.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), statusFallbackTimeout)
+	defer cancel()
+	fallback, ferr := s.last.Statuses(fctx)
 	if ferr != nil {
 		return nil, errors.Join(err, ferr)
 	}

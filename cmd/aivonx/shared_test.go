@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aivonx/aivonx/app/fleet"
 	"github.com/aivonx/aivonx/infra/memory"
@@ -45,4 +46,40 @@ func TestSharedStatusLogsAnOutageOnce(t *testing.T) {
 	if strings.Count(out, "written to Postgres only") != 1 || strings.Count(out, "written to Redis again") != 1 {
 		t.Fatalf("want one warning and one recovery line:\n%s", out)
 	}
+}
+
+// hungBoard is a status board whose reads hang until the caller's deadline,
+// as a Redis that stopped answering does.
+type hungBoard struct{ *memory.StatusBoard }
+
+func (b hungBoard) Statuses(ctx context.Context) ([]fleet.Status, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestSharedStatusFallbackHasItsOwnBudget: a Redis that hangs spends the
+// caller's whole deadline; Postgres, healthy, must still answer.
+func TestSharedStatusFallbackHasItsOwnBudget(t *testing.T) {
+	last := memory.NewStatusBoard()
+	if err := last.WriteStatuses(context.Background(), []fleet.Status{{NodeID: 7, Healthy: true}}); err != nil {
+		t.Fatal(err)
+	}
+	s := &sharedStatus{hot: hungBoard{memory.NewStatusBoard()}, last: deadlineBoard{last}, log: slog.New(slog.DiscardHandler)}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	got, err := s.Statuses(ctx)
+	if err != nil || len(got) != 1 || got[0].NodeID != 7 {
+		t.Fatalf("statuses after a hung Redis: %+v, %v; want Postgres's", got, err)
+	}
+}
+
+// deadlineBoard fails a read whose context is already done, as a database
+// query does.
+type deadlineBoard struct{ *memory.StatusBoard }
+
+func (b deadlineBoard) Statuses(ctx context.Context) ([]fleet.Status, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return b.StatusBoard.Statuses(ctx)
 }

@@ -63,6 +63,16 @@ func NewClient(url string) (*goredis.Client, error) {
 	if opt.MaxRetries == 0 {
 		opt.MaxRetries = 1
 	}
+	// Every command here answers in a millisecond or so; one that takes a
+	// second is a Redis that hangs, and go-redis's default of 3 s (twice,
+	// with the retry) would hold a health pass or a refresh that long.
+	// Subscriptions wait without it. A read_timeout in the URL wins.
+	if opt.ReadTimeout == 0 {
+		opt.ReadTimeout = time.Second
+	}
+	if opt.WriteTimeout == 0 {
+		opt.WriteTimeout = time.Second
+	}
 	return goredis.NewClient(opt), nil
 }
 

@@ -1,0 +1,83 @@
+package app
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// A store that hangs (rather than refusing) must not hold requests for its
+// timeout: a request whose view is too old waits at most inlineWait for a
+// refresh, then routes by the previous view; the requests after it do not
+// wait again while that refresh runs.
+func TestViewCacheBoundsTheWaitOnAHungStore(t *testing.T) {
+	release := make(chan struct{})
+	loads := make(chan struct{}, 10)
+	c := viewCache{every: 10 * time.Millisecond}
+	c.load = func(ctx context.Context, prev *view) *view {
+		loads <- struct{}{}
+		if prev != nil {
+			<-release // the hung store
+		}
+		return &view{at: time.Now()}
+	}
+	first := c.get(context.Background(), time.Now())
+	if first == nil {
+		t.Fatal("no first view")
+	}
+	<-loads
+	old := time.Now().Add(time.Hour) // the view is an hour old by then
+
+	got := make(chan *view, 1)
+	go func() { got <- c.get(context.Background(), old) }()
+	select {
+	case v := <-got:
+		if v != first {
+			t.Fatal("a hung refresh's request did not fall back to the previous view")
+		}
+	case <-time.After(5 * inlineWait):
+		close(release)
+		t.Fatalf("a request waited on a hung store for more than %s", 5*inlineWait)
+	}
+	start := time.Now()
+	if got := c.get(context.Background(), old); got != first || time.Since(start) > inlineWait {
+		t.Fatalf("the next request waited %s on the same refresh", time.Since(start))
+	}
+	if n := len(loads); n != 1 {
+		t.Fatalf("%d refreshes were started; want the one under way to be shared", n+1)
+	}
+
+	close(release)
+	deadline := time.Now().Add(5 * time.Second)
+	for c.cur.Load() == first {
+		if time.Now().After(deadline) {
+			t.Fatal("the refresh's view never arrived")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// A refresh that began before an edit (invalidate) may have read the fleet
+// before it: its view must not pass for current.
+func TestViewCacheRefreshBeforeAnEditIsNotCurrent(t *testing.T) {
+	loading := make(chan struct{})
+	finish := make(chan struct{})
+	c := viewCache{every: time.Hour}
+	c.load = func(ctx context.Context, prev *view) *view {
+		if prev != nil {
+			close(loading)
+			<-finish
+		}
+		return &view{at: time.Now()}
+	}
+	c.get(context.Background(), time.Now())
+	c.invalidate() // the first edit starts a refresh...
+	r := c.refreshFrom(context.Background(), c.cur.Load())
+	<-loading
+	c.invalidate() // ...and a second edit lands while it reads
+	close(finish)
+	<-r.done
+	if v := c.cur.Load(); !v.at.IsZero() {
+		t.Fatal("a refresh that began before an edit was taken for current")
+	}
+}
