@@ -18,3 +18,6 @@ func SetWriteDelay(f *InFlight, d time.Duration) { f.delay = d }
 // StopRenewingLock makes w's later locks behave like those of a worker that
 // died: never renewed.
 func StopRenewingLock(w *WorkerLock) { w.noRenew = true }
+
+// LockToken is the token w's locks carry.
+func LockToken(w *WorkerLock) string { return w.token }

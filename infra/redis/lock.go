@@ -11,6 +11,21 @@ import (
 // DefaultLockTTL is the worker lock's TTL used when none is given.
 const DefaultLockTTL = 30 * time.Second
 
+// takeLockScript takes the lock if it is free, or keeps it if it already
+// holds our token: a SET whose answer was lost (a Redis that hung past the
+// client's timeout, then ran it) left the lock ours with nobody renewing
+// it, and a plain SET NX would skip every pass until it lapsed.
+var takeLockScript = goredis.NewScript(`
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 1
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+`)
+
 // extendScript extends the lock only if it still holds our token.
 var extendScript = goredis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -33,9 +48,12 @@ return 0
 // after the TTL and another worker takes over. It satisfies worker.Lock.
 // Safe for concurrent use.
 type WorkerLock struct {
-	client  *goredis.Client
-	key     string
-	ttl     time.Duration
+	client *goredis.Client
+	key    string
+	ttl    time.Duration
+	// token is this lock's for its life: a worker runs one pass at a time,
+	// and a token of its own found in Redis is a lock it took.
+	token   string
 	noRenew bool // test hook: behave like a holder that died
 }
 
@@ -46,7 +64,7 @@ func NewWorkerLock(client *goredis.Client, prefix string, ttl time.Duration) *Wo
 	if ttl <= 0 {
 		ttl = DefaultLockTTL
 	}
-	return &WorkerLock{client: client, key: orDefault(prefix) + "worker", ttl: ttl}
+	return &WorkerLock{client: client, key: orDefault(prefix) + "worker", ttl: ttl, token: leaseID()}
 }
 
 // TryLock takes the lock if nobody holds it. It returns ok=false and a nil
@@ -55,12 +73,12 @@ func NewWorkerLock(client *goredis.Client, prefix string, ttl time.Duration) *Wo
 // stops the renewal and releases the lock if it is still ours; later calls
 // do nothing.
 func (w *WorkerLock) TryLock(ctx context.Context) (unlock func(), ok bool, err error) {
-	token := leaseID()
-	ok, err = w.client.SetNX(ctx, w.key, token, w.ttl).Result()
+	token := w.token
+	taken, err := takeLockScript.Run(ctx, w.client, []string{w.key}, token, w.ttl.Milliseconds()).Int()
 	if err != nil {
 		return func() {}, false, translate("take worker lock", err)
 	}
-	if !ok {
+	if taken == 0 {
 		return func() {}, false, nil
 	}
 	stop := make(chan struct{})

@@ -69,6 +69,26 @@ func TestWorkerLock(t *testing.T) {
 		}
 		unlock()
 	})
+
+	t.Run("ALostAnswerLeavesTheLockOurs", func(t *testing.T) {
+		// A Redis that hung ran the worker's SET after the client had given
+		// up on it: the lock holds the worker's token, unrenewed. The worker
+		// must take it at its next pass rather than skip until it lapses.
+		if err := c.Set(ctx, prefix+"worker", redis.LockToken(w1), 10*time.Second).Err(); err != nil {
+			t.Fatal(err)
+		}
+		unlock, ok, err := w1.TryLock(ctx)
+		if err != nil || !ok {
+			t.Fatalf("TryLock over its own lost lock = %v, %v; want it", ok, err)
+		}
+		if _, ok, _ := w2.TryLock(ctx); ok {
+			t.Fatal("another worker took the lock meanwhile")
+		}
+		unlock()
+		if n, err := c.Exists(ctx, prefix+"worker").Result(); err != nil || n != 0 {
+			t.Fatalf("the lock after unlock: %d, %v; want it gone", n, err)
+		}
+	})
 }
 
 func TestWorkerLock_ErrUnavailable(t *testing.T) {
