@@ -81,9 +81,14 @@ func (h *Handler) handleKeyRevoke(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// KeyRevocations announces revoked API keys to every replica.
+// KeyRevocations announces revoked API keys to every replica. Listening
+// reports whether this replica would hear such an announcement now: while
+// it would not (Redis down or hanging), API keys are checked against the
+// store at every request rather than cached, so that a key revoked
+// elsewhere meanwhile stops working at once.
 type KeyRevocations interface {
 	Revoked(ctx context.Context, keyID int64) error
+	Listening() bool
 }
 
 // ForgetKey drops a revoked key from this replica's cache, so that its
@@ -142,7 +147,10 @@ func (h *Handler) admitKey(d dialect, w http.ResponseWriter, r *http.Request) (k
 	found := false
 	if account.LooksLikeKey(raw) {
 		var err error
-		key, found, err = st.keys.lookup(r.Context(), st.store, raw, st.now())
+		// A cached key may have been revoked unheard while the revocations
+		// are not listened to.
+		cached := h.deps.Revocations == nil || h.deps.Revocations.Listening()
+		key, found, err = st.keys.lookup(r.Context(), st.store, raw, st.now(), cached)
 		if err != nil {
 			if st.required {
 				writeErr(w, r, d, err)
@@ -230,13 +238,14 @@ func newKeyCache(ttl time.Duration) *keyCache {
 }
 
 // lookup returns the unrevoked key with this plaintext; found is false for
-// an unknown or revoked key.
-func (c *keyCache) lookup(ctx context.Context, store AccountStore, plaintext string, now time.Time) (account.Key, bool, error) {
+// an unknown or revoked key. With cached false the store is asked whatever
+// the cache holds.
+func (c *keyCache) lookup(ctx context.Context, store AccountStore, plaintext string, now time.Time, cached bool) (account.Key, bool, error) {
 	hash := account.HashKey(plaintext)
 	c.mu.Lock()
 	e, ok := c.m[hash]
 	c.mu.Unlock()
-	if ok && now.Sub(e.at) < c.ttl {
+	if ok && cached && now.Sub(e.at) < c.ttl {
 		return e.key, e.found, nil
 	}
 	k, err := store.KeyByHash(ctx, hash)

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -931,4 +932,39 @@ func TestAuthConfigErrors(t *testing.T) {
 	if _, err := app.New(app.Config{Auth: app.AuthConfig{SecretKey: []byte("short")}}, deps); err == nil {
 		t.Error("a short secret: want an error")
 	}
+}
+
+// deafRevocations is a revocation channel whose listening is switched by
+// the test; announcements go nowhere.
+type deafRevocations struct{ listening atomic.Bool }
+
+func (d *deafRevocations) Revoked(context.Context, int64) error { return nil }
+func (d *deafRevocations) Listening() bool                      { return d.listening.Load() }
+
+// A key revoked on another replica while this one cannot hear revocations
+// (Redis down or hanging) must stop working at once: the cache is not
+// trusted then. While it can hear them, the cache serves.
+func TestAPIKeyCacheTrustedOnlyWhileListening(t *testing.T) {
+	t.Parallel()
+	rv := &deafRevocations{}
+	rv.listening.Store(true)
+	e := newAuthEnvWith(t, func(c *app.AuthConfig) { c.RequireAPIKey = true }, func(d *app.Deps) { d.Revocations = rv })
+	e.user("alice", account.RoleAdmin, "correct horse")
+	admin, _ := e.login("alice", "correct horse")
+	id, key := createKey(t, e, admin, `{"name":"elsewhere"}`)
+	auth := []string{"Authorization", "Bearer " + key}
+	resp, got := e.do("GET", "/v1/models", "", auth...)
+	expect(t, resp, got, 200, "llama3")
+
+	// Revoked by another replica, straight in the shared store; the
+	// announcement does not arrive.
+	if err := e.store.RevokeKey(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+	resp, got = e.do("GET", "/v1/models", "", auth...)
+	expect(t, resp, got, 200, "llama3") // cached, and trusted: the channel is up
+
+	rv.listening.Store(false)
+	resp, got = e.do("GET", "/v1/models", "", auth...)
+	expect(t, resp, got, 401, "")
 }

@@ -2,20 +2,30 @@ package redis
 
 import (
 	"context"
+	"errors"
+	"net"
 	"strconv"
+	"sync/atomic"
+	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 )
 
 // KeyRevocations tells every replica at once that an API key was revoked,
 // over Redis pub/sub, so that none keeps accepting it from its cache until
-// the cache entry expires. A replica that was cut off from Redis when a
-// revocation went out misses it; its cache's TTL then bounds the delay.
+// the cache entry expires. A replica cut off from Redis misses what is sent
+// meanwhile: [KeyRevocations.Listening] says when that may be the case, so
+// that the replica checks keys against the store instead of its cache.
 // It satisfies app.KeyRevocations.
 type KeyRevocations struct {
 	client  *goredis.Client
 	channel string
+	heard   atomic.Int64 // unix nanoseconds of the subscription's last sign of life
 }
+
+// listenCheck is how often a quiet subscription is pinged; one that has not
+// answered for two of these is taken for lost.
+const listenCheck = 2 * time.Second
 
 // NewKeyRevocations returns revocations on a channel named after prefix
 // (empty means [DefaultPrefix]).
@@ -30,21 +40,41 @@ func (k *KeyRevocations) Revoked(ctx context.Context, keyID int64) error {
 	return translate("announce revoked key", k.client.Publish(ctx, k.channel, strconv.FormatInt(keyID, 10)).Err())
 }
 
+// Listening reports whether Listen's subscription answered lately, so that
+// a revocation sent now would be heard. It is false before Listen starts,
+// while Redis is down, and while it hangs.
+func (k *KeyRevocations) Listening() bool {
+	return time.Since(time.Unix(0, k.heard.Load())) < 2*listenCheck
+}
+
 // Listen calls forget with the ID of every key revoked anywhere, until ctx
 // ends. The subscription survives Redis restarts (go-redis subscribes
-// again), though revocations sent meanwhile are lost.
+// again), though revocations sent meanwhile are lost; a quiet one is
+// pinged, so that Listening notices a Redis that hangs.
 func (k *KeyRevocations) Listen(ctx context.Context, forget func(keyID int64)) {
 	sub := k.client.Subscribe(ctx, k.channel)
 	defer sub.Close()
-	msgs := sub.Channel()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case m, ok := <-msgs:
-			if !ok {
+	for ctx.Err() == nil {
+		msg, err := sub.ReceiveTimeout(ctx, listenCheck)
+		if err != nil {
+			if ctx.Err() != nil {
 				return
 			}
+			var nerr net.Error
+			if errors.As(err, &nerr) && nerr.Timeout() {
+				_ = sub.Ping(ctx) // the pong, or its absence, tells
+				continue
+			}
+			// Lost: go-redis reconnects and subscribes again on the next
+			// receive; do not spin while Redis refuses.
+			select {
+			case <-ctx.Done():
+			case <-time.After(listenCheck / 4):
+			}
+			continue
+		}
+		k.heard.Store(time.Now().UnixNano())
+		if m, ok := msg.(*goredis.Message); ok {
 			if id, err := strconv.ParseInt(m.Payload, 10, 64); err == nil {
 				forget(id)
 			}

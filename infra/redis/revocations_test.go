@@ -7,6 +7,7 @@ import (
 
 	"github.com/aivonx/aivonx/app"
 	"github.com/aivonx/aivonx/infra/redis"
+	"github.com/aivonx/aivonx/internal/testenv"
 )
 
 var _ app.KeyRevocations = (*redis.KeyRevocations)(nil)
@@ -61,4 +62,29 @@ func TestKeyRevocations(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Listen did not return when its context ended")
 	}
+}
+
+// Listening says whether a revocation sent now would be heard: not before
+// the subscription, not while Redis hangs, again once it answers.
+func TestKeyRevocationsListening(t *testing.T) {
+	t.Parallel()
+	srv := testenv.StartRedis(t)
+	c, err := redis.NewClient(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	k := redis.NewKeyRevocations(c, "t:")
+	if k.Listening() {
+		t.Fatal("listening before Listen")
+	}
+	ctx, cancel := context.WithCancel(testCtx(t))
+	done := make(chan struct{})
+	go func() { defer close(done); k.Listen(ctx, func(int64) {}) }()
+	defer func() { cancel(); <-done }()
+	eventually(t, 5*time.Second, "the subscription answers", k.Listening)
+	srv.Pause()
+	eventually(t, 10*time.Second, "a hung Redis is noticed", func() bool { return !k.Listening() })
+	srv.Resume()
+	eventually(t, 10*time.Second, "listening again once Redis answers", k.Listening)
 }

@@ -91,11 +91,29 @@ func (p *process) launch(newCmd func(log *os.File) *exec.Cmd, ready func(context
 	}
 }
 
+// Pause freezes the server (SIGSTOP): its connections stay open and
+// nothing answers, as with a server that hangs. Resume (or Stop) undoes it.
+func (p *process) Pause() { p.signal(syscall.SIGSTOP) }
+
+// Resume wakes a paused server (SIGCONT).
+func (p *process) Resume() { p.signal(syscall.SIGCONT) }
+
+func (p *process) signal(sig syscall.Signal) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil && p.cmd.Process != nil {
+		_ = p.cmd.Process.Signal(sig)
+	}
+}
+
 // Stop shuts the server down gracefully (data, if any, is kept). It does
 // nothing if the server is not running.
 func (p *process) Stop() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.cmd != nil && p.cmd.Process != nil {
+		_ = p.cmd.Process.Signal(syscall.SIGCONT) // a paused server cannot stop
+	}
 	stopProcess(p.cmd, p.exited, p.stopSig)
 	p.cmd, p.exited = nil, nil
 }
