@@ -46,6 +46,10 @@ type access struct {
 	wholeAnswer bool
 	// body is the request's body, bounded in its pauses.
 	body idleBody
+	// unrouted is set when no route took the request (404, 405): the
+	// access line has it, the request history does not, as anyone can
+	// send such requests by the thousand.
+	unrouted bool
 }
 
 type accessKey struct{}

@@ -144,7 +144,7 @@ func historyWorthy(method, path string) bool {
 // logRequest adds a finished request to the request log.
 func (h *Handler) logRequest(r *http.Request, a *access, status int) {
 	b := h.ext.requests
-	if b == nil || !historyWorthy(r.Method, r.URL.Path) {
+	if b == nil || a.unrouted || !historyWorthy(r.Method, r.URL.Path) {
 		return
 	}
 	rec := RequestRecord{

@@ -142,6 +142,13 @@ func TestRequestLog(t *testing.T) {
 	for _, p := range []string{"/api/health", "/metrics", "/ui/", "/ui/static/js/lib.js", "/api/proxy/state", "/api/logs", "/api/requests", "/api/account/me", "/api/keys", "/"} {
 		e.do("GET", p, "", "Authorization", "Bearer "+e.admin)
 	}
+	// Nor do requests no route takes (a scanner's thousands would fill it).
+	for _, mp := range [][2]string{{"GET", "/api/wp-login.php"}, {"POST", "/v1/nope"}, {"DELETE", "/api/chat"}} {
+		resp, got := e.do(mp[0], mp[1], "{}")
+		if resp.StatusCode != 404 && resp.StatusCode != 405 {
+			t.Fatalf("%s %s: %d %s", mp[0], mp[1], resp.StatusCode, got)
+		}
+	}
 
 	var page requestPage
 	waitFor(t, "three records in /api/requests", func() bool {

@@ -106,6 +106,9 @@ func (h *Handler) Patterns() []string { return append([]string(nil), h.patterns.
 // methods, else 404.
 func (h *Handler) handleNoRoute(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a := accessFrom(r.Context()); a != nil {
+			a.unrouted = true
+		}
 		d := dialectOf(r.URL.Path)
 		// As Ollama (gin) does: a path with a trailing slash that names a
 		// route without it is redirected there, keeping the method and body
