@@ -329,14 +329,17 @@ func TestSharedWorkerTakeover(t *testing.T) {
 	// The next pass starts within a second; kill the worker while it runs
 	// (it holds the lock while it waits for the slow node).
 	lockKey := prefix + "worker"
-	// The lock may still hold the first pass's token for a moment: wait for
-	// a new one.
-	firstToken, _ := sh.rdb.Get(context.Background(), lockKey).Result()
+	// A worker's lock carries one token for its life and is released at
+	// the end of each pass: wait for it to be free, then taken again.
+	held := func() bool {
+		n, err := sh.rdb.Exists(context.Background(), lockKey).Result()
+		return err == nil && n == 1
+	}
+	waitFor(t, 6*time.Second, "worker 1 to release the lock after its pass", func() bool { return !held() })
 	var passStart time.Time
 	waitFor(t, 6*time.Second, "worker 1 to take the lock for another pass", func() bool {
-		tok, err := sh.rdb.Get(context.Background(), lockKey).Result()
 		passStart = sh.lastPass()
-		return err == nil && tok != firstToken
+		return held()
 	})
 	first = passStart
 	time.Sleep(300 * time.Millisecond) // well inside the 2 s probe
