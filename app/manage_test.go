@@ -223,8 +223,9 @@ func TestNodeCRUD(t *testing.T) {
 			t.Fatalf("patched = %v", n)
 		}
 		time.Sleep(6 * refreshEvery)
-		if status, _ := e.do("POST", "/api/chat", `{"model":"qwen","stream":false}`); status != 404 {
-			t.Fatalf("chat on a drained node's model: %d, want 404", status)
+		// Unavailable, not unknown: the ollama CLI would pull on a 404.
+		if status, body := e.do("POST", "/api/chat", `{"model":"qwen","stream":false}`); status != 503 || !strings.Contains(body, "unavailable") {
+			t.Fatalf("chat on a drained node's model: %d %s, want 503", status, body)
 		}
 		if n := e.expect("PATCH", "/api/proxy/nodes/"+id, `{"active":true}`, 200); n["enabled"] != true {
 			t.Fatalf("active alias: %v", n)

@@ -228,6 +228,16 @@ func TestCandidates(t *testing.T) {
 			wantErr:  fleet.ErrNoCandidate,
 		},
 		{
+			// A drained node's model is unavailable, not unknown: to a 404
+			// the ollama CLI answers by pulling it onto every other node.
+			name:     "ModelOnlyOnADisabledNodeIsUnavailable",
+			nodes:    []fleet.Node{node(1, false), node(2, true)},
+			statuses: []fleet.Status{healthy(1, time.Second, 0, "m"), healthy(2, time.Second, 0, "other")},
+			model:    "m",
+			wantType: &fleet.ModelUnavailableError{},
+			wantErr:  fleet.ErrNoCandidate,
+		},
+		{
 			name:    "ErrNoCandidateWhenNothingIsHealthy",
 			nodes:   []fleet.Node{node(1, true)},
 			model:   "m",

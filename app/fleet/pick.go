@@ -32,7 +32,7 @@ type Candidate struct {
 // refresh and share it; it is safe for concurrent use.
 type Snapshot struct {
 	members []Member
-	byModel map[string][]int // model key → indexes into members; enabled nodes only
+	byModel map[string][]int // model key → indexes into members
 }
 
 // NewSnapshot joins nodes with statuses (matched by node ID; statuses of
@@ -48,10 +48,10 @@ func NewSnapshot(nodes []Node, statuses []Status) *Snapshot {
 		s.members[i] = Member{Node: n, Status: st, Known: ok}
 	}
 	sort.Slice(s.members, func(i, j int) bool { return s.members[i].Node.ID < s.members[j].Node.ID })
+	// Disabled nodes are indexed too: a model only they have is
+	// unavailable (503) rather than unknown (404), to which the ollama CLI
+	// would answer by pulling it onto every other node.
 	for i, m := range s.members {
-		if !m.Node.Enabled {
-			continue
-		}
 		seen := make(map[string]bool, len(m.Status.Models))
 		for _, model := range m.Status.Models {
 			k := model.Key()
@@ -111,7 +111,7 @@ func (s *Snapshot) Routable(r Routing) []Member {
 
 // Candidates returns the nodes that may serve model, by the rule of
 // [Snapshot.Routable] applied to the nodes that list the model. It returns
-// a *ModelNotFoundError when no enabled node lists the model,
+// a *ModelNotFoundError when no node lists the model,
 // a *ModelUnavailableError when the nodes that list it are all unusable, and
 // ErrNoCandidate when no node is usable at all.
 func (s *Snapshot) Candidates(model string, r Routing) ([]Candidate, error) {
