@@ -59,8 +59,13 @@ func TestPassWithoutItsLock(t *testing.T) {
 		t.Fatalf("%d warnings over three passes, want one per outage:\n%s", n, logs)
 	}
 
-	if statuses, _ := run(lock{ok: false}, 1); len(statuses) != 0 {
+	statuses, logs = run(lock{ok: false}, 3)
+	if len(statuses) != 0 {
 		t.Fatalf("a pass ran while another worker held the lock: %+v", statuses)
+	}
+	// Said once, at info: `worker --once` would otherwise end in silence.
+	if n := strings.Count(logs, `"level":"INFO","msg":"another worker holds the lock`); n != 1 {
+		t.Fatalf("%d info lines over three skipped passes, want one:\n%s", n, logs)
 	}
 	if statuses, _ := run(lock{ok: true}, 1); len(statuses) != 1 {
 		t.Fatalf("no pass with the lock taken: %+v", statuses)

@@ -49,6 +49,9 @@ type Worker struct {
 	// lockDown remembers that the last pass could not reach the lock, so
 	// that an outage is logged once. Guarded by mu.
 	lockDown bool
+	// standby remembers that the last pass found the lock held by another
+	// worker, so that standing by is logged once. Guarded by mu.
+	standby bool
 	// lastNodes is the node list last read, probed while the store cannot
 	// be read; nodesDown says it is in use. Guarded by mu.
 	lastNodes []fleet.Node
@@ -111,12 +114,22 @@ func (w *Worker) pass(ctx context.Context, only *int64) error {
 				w.lockDown = true
 			}
 		case !ok:
-			w.log.Debug("another worker holds the lock; skipping this pass")
+			// Said once when this worker starts to stand by (and so by
+			// `worker --once`, which would otherwise end in silence).
+			level := slog.LevelDebug
+			if !w.standby {
+				level, w.standby = slog.LevelInfo, true
+			}
+			w.log.Log(ctx, level, "another worker holds the lock; this one skips its passes while it does")
 			return nil
 		default:
 			if w.lockDown {
 				w.log.Info("worker lock available again")
 				w.lockDown = false
+			}
+			if w.standby {
+				w.log.Info("took the worker lock; passing again")
+				w.standby = false
 			}
 			defer unlock()
 		}
