@@ -51,11 +51,11 @@ type viewCache struct {
 	every time.Duration
 	load  func(ctx context.Context, prev *view) *view
 
-	mu      sync.Mutex
+	mu      sync.Mutex   // guards running and edits, and orders the stores to cur
 	running *viewRefresh // the refresh under way, if any
 	// edits counts invalidations: a refresh that began before one may
 	// have read the fleet before the change.
-	edits atomic.Int64
+	edits int64
 }
 
 // viewRefresh is one refresh under way: done is closed when it has stored
@@ -75,12 +75,18 @@ func (c *viewCache) get(ctx context.Context, now time.Time) *view {
 		return v
 	}
 	r := c.refreshFrom(ctx, v)
-	if v != nil && now.Sub(v.at) < 2*c.every {
-		return v
-	}
 	if v == nil {
-		<-r.done // nothing to route by until the first load (itself bounded)
-		return c.cur.Load()
+		// Nothing to route by until the first load (itself bounded).
+		for {
+			<-r.done
+			if v = c.cur.Load(); v != nil {
+				return v
+			}
+			r = c.refreshFrom(ctx, nil) // that refresh was replaced
+		}
+	}
+	if now.Sub(v.at) < 2*c.every {
+		return v
 	}
 	wait := time.NewTimer(inlineWait - time.Since(r.started))
 	defer wait.Stop()
@@ -95,26 +101,31 @@ func (c *viewCache) get(ctx context.Context, now time.Time) *view {
 
 // refreshFrom starts a refresh from prev unless one is under way, and
 // returns the one under way. It runs apart from the request that started
-// it, which may leave first.
+// it, which may leave first. A refresh older than any load can take was
+// frozen with its process (a Lambda container between invocations): it is
+// left to fail, and its result to be dropped, while a new one starts.
 func (c *viewCache) refreshFrom(ctx context.Context, prev *view) *viewRefresh {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.running != nil {
-		return c.running
+	if r := c.running; r != nil && time.Since(r.started) < maxLoad+time.Second {
+		return r
 	}
 	r := &viewRefresh{done: make(chan struct{}), started: time.Now()}
 	c.running = r
-	edits := c.edits.Load()
+	edits := c.edits
 	go func() {
+		defer close(r.done)
 		nv := c.load(context.WithoutCancel(ctx), prev)
-		if c.edits.Load() != edits {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.running != r {
+			return // replaced: a newer refresh stores its own
+		}
+		c.running = nil
+		if c.edits != edits {
 			nv.at = time.Time{} // it may predate the edit: the next request refreshes again
 		}
 		c.cur.Store(nv)
-		c.mu.Lock()
-		c.running = nil
-		c.mu.Unlock()
-		close(r.done)
 	}()
 	return r
 }
@@ -124,17 +135,13 @@ func (c *viewCache) refreshFrom(ctx context.Context, prev *view) *viewRefresh {
 // the store is down, and dropping it would leave a replica with no fleet
 // at all for the length of a Postgres outage.
 func (c *viewCache) invalidate() {
-	c.edits.Add(1)
-	for {
-		v := c.cur.Load()
-		if v == nil {
-			return
-		}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.edits++
+	if v := c.cur.Load(); v != nil {
 		stale := *v
 		stale.at = time.Time{}
-		if c.cur.CompareAndSwap(v, &stale) {
-			return
-		}
+		c.cur.Store(&stale)
 	}
 }
 
@@ -142,8 +149,11 @@ func (c *viewCache) invalidate() {
 // previous data stands in for it: Postgres down keeps the last nodes,
 // Redis down keeps the last statuses, and proxying goes on. Each outage and
 // each recovery is logged once.
+// maxLoad bounds a refresh of the view.
+const maxLoad = 2 * time.Second
+
 func (h *Handler) loadView(ctx context.Context, prev *view) *view {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, maxLoad)
 	defer cancel()
 	v := &view{at: h.now(), settings: fleet.DefaultSettings()}
 	if prev != nil {

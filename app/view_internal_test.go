@@ -2,6 +2,8 @@ package app
 
 import (
 	"context"
+	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -81,3 +83,33 @@ func TestViewCacheRefreshBeforeAnEditIsNotCurrent(t *testing.T) {
 		t.Fatal("a refresh that began before an edit was taken for current")
 	}
 }
+
+// A refresh frozen with its process (a Lambda container between
+// invocations) is not waited on after the thaw: a new one starts, and the
+// frozen one's late result is dropped.
+func TestViewCacheReplacesAFrozenRefresh(t *testing.T) {
+	frozen := make(chan struct{})
+	c := viewCache{every: 10 * time.Millisecond}
+	var calls atomic.Int32
+	c.load = func(ctx context.Context, prev *view) *view {
+		if calls.Add(1) == 2 {
+			<-frozen
+			return &view{at: time.Now(), storeErr: errFrozen}
+		}
+		return &view{at: time.Now()}
+	}
+	c.get(context.Background(), time.Now())
+	r := c.refreshFrom(context.Background(), c.cur.Load()) // the one that freezes
+	r.started = time.Now().Add(-time.Hour)                 // ...for an hour
+	v := c.get(context.Background(), time.Now().Add(time.Hour))
+	if v == nil || v.storeErr != nil || calls.Load() != 3 {
+		t.Fatalf("after the thaw: view %+v after %d loads; want a new refresh's", v, calls.Load())
+	}
+	close(frozen)
+	<-r.done
+	if c.cur.Load().storeErr != nil {
+		t.Fatal("the frozen refresh's late result replaced the new one")
+	}
+}
+
+var errFrozen = errors.New("deadline exceeded while frozen")
