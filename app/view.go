@@ -41,11 +41,11 @@ func (v *view) lastPass() time.Time {
 // one and, when that is older than one period, starts a single background
 // refresh (stale-while-revalidate). Older than that (sparse traffic, a
 // Lambda container that was frozen, a node edited through this replica) the
-// request waits for the refresh, so that it sees the fleet as it is now,
-// but only up to inlineWait: a store or Redis that hangs (rather than
-// refusing) must not add its timeout to every request of every replica.
-// The previous view serves meanwhile, and the refresh's result the requests
-// after it.
+// request waits for the refresh, so that it sees the fleet as it is now.
+// When the last refresh failed it waits only up to inlineWait: a store or
+// Redis that hangs (rather than refusing) must not add its timeout to every
+// request of every replica. The previous view serves meanwhile, and the
+// refresh's result the requests after it.
 type viewCache struct {
 	cur   atomic.Pointer[view]
 	every time.Duration
@@ -63,6 +63,7 @@ type viewCache struct {
 type viewRefresh struct {
 	done    chan struct{}
 	started time.Time
+	edits   int64 // the cache's edits when it started
 }
 
 // inlineWait bounds how long a request waits for a refresh of a view too
@@ -88,7 +89,13 @@ func (c *viewCache) get(ctx context.Context, now time.Time) *view {
 	if now.Sub(v.at) < 2*c.every {
 		return v
 	}
-	wait := time.NewTimer(inlineWait - time.Since(r.started))
+	// Wait as long as a load may take, unless the last one failed: a store
+	// or Redis that hangs would cost every request its timeout.
+	bound := maxLoad
+	if v.storeErr != nil || v.statusErr != nil {
+		bound = inlineWait
+	}
+	wait := time.NewTimer(bound - time.Since(r.started))
 	defer wait.Stop()
 	select {
 	case <-r.done:
@@ -101,18 +108,18 @@ func (c *viewCache) get(ctx context.Context, now time.Time) *view {
 
 // refreshFrom starts a refresh from prev unless one is under way, and
 // returns the one under way. It runs apart from the request that started
-// it, which may leave first. A refresh older than any load can take was
-// frozen with its process (a Lambda container between invocations): it is
-// left to fail, and its result to be dropped, while a new one starts.
+// it, which may leave first. A refresh is not joined, but replaced (its
+// result dropped), when it began before an edit, which it may not have
+// read, or longer ago than any load can take: it was frozen with its
+// process (a Lambda container between invocations).
 func (c *viewCache) refreshFrom(ctx context.Context, prev *view) *viewRefresh {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if r := c.running; r != nil && time.Since(r.started) < maxLoad+time.Second {
+	if r := c.running; r != nil && r.edits == c.edits && time.Since(r.started) < maxLoad+time.Second {
 		return r
 	}
-	r := &viewRefresh{done: make(chan struct{}), started: time.Now()}
+	r := &viewRefresh{done: make(chan struct{}), started: time.Now(), edits: c.edits}
 	c.running = r
-	edits := c.edits
 	go func() {
 		defer close(r.done)
 		nv := c.load(context.WithoutCancel(ctx), prev)
@@ -122,7 +129,7 @@ func (c *viewCache) refreshFrom(ctx context.Context, prev *view) *viewRefresh {
 			return // replaced: a newer refresh stores its own
 		}
 		c.running = nil
-		if c.edits != edits {
+		if c.edits != r.edits {
 			nv.at = time.Time{} // it may predate the edit: the next request refreshes again
 		}
 		c.cur.Store(nv)

@@ -3,15 +3,18 @@ package app
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/aivonx/aivonx/app/fleet"
 )
 
 // A store that hangs (rather than refusing) must not hold requests for its
-// timeout: a request whose view is too old waits at most inlineWait for a
-// refresh, then routes by the previous view; the requests after it do not
-// wait again while that refresh runs.
+// timeout: once a refresh has failed, a request whose view is too old waits
+// at most inlineWait for the next one, then routes by the previous view;
+// the requests after it do not wait again while that refresh runs.
 func TestViewCacheBoundsTheWaitOnAHungStore(t *testing.T) {
 	release := make(chan struct{})
 	loads := make(chan struct{}, 10)
@@ -21,7 +24,7 @@ func TestViewCacheBoundsTheWaitOnAHungStore(t *testing.T) {
 		if prev != nil {
 			<-release // the hung store
 		}
-		return &view{at: time.Now()}
+		return &view{at: time.Now(), statusErr: context.DeadlineExceeded} // the last refresh failed
 	}
 	first := c.get(context.Background(), time.Now())
 	if first == nil {
@@ -113,3 +116,52 @@ func TestViewCacheReplacesAFrozenRefresh(t *testing.T) {
 }
 
 var errFrozen = errors.New("deadline exceeded while frozen")
+
+// A store that is slow but answers (a database far away) is waited for, up
+// to a load's bound, when the view is too old: after an idle gap the
+// request routes by the fleet as it is now.
+func TestViewCacheWaitsForASlowStore(t *testing.T) {
+	c := viewCache{every: 10 * time.Millisecond}
+	var version atomic.Int64
+	c.load = func(ctx context.Context, prev *view) *view {
+		if prev != nil {
+			time.Sleep(400 * time.Millisecond)
+		}
+		return &view{at: time.Now(), settings: fleetVersion(version.Add(1))}
+	}
+	c.get(context.Background(), time.Now())
+	if v := c.get(context.Background(), time.Now().Add(time.Hour)); v.settings.Strategy != "v2" {
+		t.Fatalf("after an idle gap the request routed by %q; want the refreshed view", v.settings.Strategy)
+	}
+}
+
+// A request right after an edit does not join a refresh that began before
+// it: it waits for one that reads the edit.
+func TestViewCacheEditIsSeenByTheNextRequest(t *testing.T) {
+	c := viewCache{every: time.Hour}
+	var version atomic.Int64
+	proceed := make(chan struct{})
+	started := make(chan struct{}, 4)
+	c.load = func(ctx context.Context, prev *view) *view {
+		n := version.Add(1)
+		if n == 2 {
+			started <- struct{}{}
+			<-proceed // a slow refresh, begun before the edit
+		}
+		return &view{at: time.Now(), settings: fleetVersion(n)}
+	}
+	c.get(context.Background(), time.Now())
+	c.refreshFrom(context.Background(), c.cur.Load())
+	<-started
+	c.invalidate() // the edit lands while it reads
+	v := c.get(context.Background(), time.Now())
+	close(proceed)
+	if v.settings.Strategy != "v3" {
+		t.Fatalf("the request after the edit routed by %q; want the view read after it (v3)", v.settings.Strategy)
+	}
+}
+
+// fleetVersion marks a view by its load, in a field the cache ignores.
+func fleetVersion(n int64) fleet.Settings {
+	return fleet.Settings{Strategy: fleet.Strategy(fmt.Sprintf("v%d", n))}
+}
