@@ -74,21 +74,41 @@ func (h *Handler) handleKeyRevoke(w http.ResponseWriter, r *http.Request) {
 	h.log.Info("api key revoked", "key_id", id, "by", principalFrom(r.Context()).Username)
 	if rv := h.deps.Revocations; rv != nil {
 		if err := rv.Revoked(r.Context(), id); err != nil {
-			h.log.Warn("other replicas were not told of the revoked key; they stop accepting it when their cache expires",
+			h.log.Warn("other replicas were not told of the revoked key yet; telling them again until Redis answers",
 				"key_id", id, "err", err.Error())
+			go h.announceRevocation(rv, id)
 		}
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// KeyRevocations announces revoked API keys to every replica. Listening
-// reports whether this replica would hear such an announcement now: while
-// it would not (Redis down or hanging), API keys are checked against the
-// store at every request rather than cached, so that a key revoked
-// elsewhere meanwhile stops working at once.
+// announceRevocation tells the other replicas of a revoked key once Redis
+// answers again, trying every second for as long as their caches could hold
+// it: one that heard nothing of the break would trust its cache meanwhile.
+func (h *Handler) announceRevocation(rv KeyRevocations, id int64) {
+	st := h.ext.auth
+	for deadline := time.Now().Add(st.keys.ttl); time.Now().Before(deadline); {
+		time.Sleep(revocationRetry)
+		if err := rv.Revoked(context.Background(), id); err == nil {
+			h.log.Info("other replicas told of the revoked key", "key_id", id)
+			return
+		}
+	}
+	h.log.Warn("other replicas were never told of the revoked key; their caches have expired it by now", "key_id", id)
+}
+
+// revocationRetry is how often a failed announcement is sent again.
+const revocationRetry = time.Second
+
+// KeyRevocations announces revoked API keys to every replica.
+// ListeningSince reports whether this replica would hear such an
+// announcement now, and since when it has without a break. A cached key is
+// trusted only if it was cached since then: one revoked elsewhere during a
+// break (Redis down or hanging) was not heard, and while the break lasts
+// every key is checked against the store.
 type KeyRevocations interface {
 	Revoked(ctx context.Context, keyID int64) error
-	Listening() bool
+	ListeningSince() (since time.Time, ok bool)
 }
 
 // ForgetKey drops a revoked key from this replica's cache, so that its
@@ -147,10 +167,14 @@ func (h *Handler) admitKey(d dialect, w http.ResponseWriter, r *http.Request) (k
 	found := false
 	if account.LooksLikeKey(raw) {
 		var err error
-		// A cached key may have been revoked unheard while the revocations
-		// are not listened to.
-		cached := h.deps.Revocations == nil || h.deps.Revocations.Listening()
-		key, found, err = st.keys.lookup(r.Context(), st.store, raw, st.now(), cached)
+		// A cached key may have been revoked unheard during a break in the
+		// revocations.
+		var since time.Time
+		useCache := true
+		if rv := h.deps.Revocations; rv != nil {
+			since, useCache = rv.ListeningSince()
+		}
+		key, found, err = st.keys.lookup(r.Context(), st.store, raw, st.now(), since, useCache)
 		if err != nil {
 			if st.required {
 				writeErr(w, r, d, err)
@@ -238,14 +262,14 @@ func newKeyCache(ttl time.Duration) *keyCache {
 }
 
 // lookup returns the unrevoked key with this plaintext; found is false for
-// an unknown or revoked key. With cached false the store is asked whatever
-// the cache holds.
-func (c *keyCache) lookup(ctx context.Context, store AccountStore, plaintext string, now time.Time, cached bool) (account.Key, bool, error) {
+// an unknown or revoked key. A cached answer serves only when useCache is
+// set and it was cached at or after since.
+func (c *keyCache) lookup(ctx context.Context, store AccountStore, plaintext string, now, since time.Time, useCache bool) (account.Key, bool, error) {
 	hash := account.HashKey(plaintext)
 	c.mu.Lock()
 	e, ok := c.m[hash]
 	c.mu.Unlock()
-	if ok && cached && now.Sub(e.at) < c.ttl {
+	if ok && useCache && !e.at.Before(since) && now.Sub(e.at) < c.ttl {
 		return e.key, e.found, nil
 	}
 	k, err := store.KeyByHash(ctx, hash)

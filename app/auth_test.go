@@ -15,7 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -934,37 +933,95 @@ func TestAuthConfigErrors(t *testing.T) {
 	}
 }
 
-// deafRevocations is a revocation channel whose listening is switched by
-// the test; announcements go nowhere.
-type deafRevocations struct{ listening atomic.Bool }
+// deafRevocations is a revocation channel whose listening is set by the
+// test; announcements fail while failing is set, else go nowhere.
+type deafRevocations struct {
+	mu        sync.Mutex
+	since     time.Time
+	listening bool
+	failing   bool
+	announced []int64
+}
 
-func (d *deafRevocations) Revoked(context.Context, int64) error { return nil }
-func (d *deafRevocations) Listening() bool                      { return d.listening.Load() }
+func (d *deafRevocations) Revoked(_ context.Context, id int64) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.failing {
+		return errors.New("announce revoked key: unavailable: connection refused")
+	}
+	d.announced = append(d.announced, id)
+	return nil
+}
 
-// A key revoked on another replica while this one cannot hear revocations
-// (Redis down or hanging) must stop working at once: the cache is not
-// trusted then. While it can hear them, the cache serves.
+func (d *deafRevocations) ListeningSince() (time.Time, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.since, d.listening
+}
+
+func (d *deafRevocations) set(since time.Time, listening, failing bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.since, d.listening, d.failing = since, listening, failing
+}
+
+// A key revoked on another replica during a break in the revocations
+// (Redis down or hanging) must stop working at once: while the break lasts
+// the cache is not used, and after it what was cached before it is not
+// trusted. Without a break the cache serves.
 func TestAPIKeyCacheTrustedOnlyWhileListening(t *testing.T) {
 	t.Parallel()
 	rv := &deafRevocations{}
-	rv.listening.Store(true)
 	e := newAuthEnvWith(t, func(c *app.AuthConfig) { c.RequireAPIKey = true }, func(d *app.Deps) { d.Revocations = rv })
+	rv.set(e.clock.Now().Add(-time.Minute), true, false)
 	e.user("alice", account.RoleAdmin, "correct horse")
 	admin, _ := e.login("alice", "correct horse")
-	id, key := createKey(t, e, admin, `{"name":"elsewhere"}`)
-	auth := []string{"Authorization", "Bearer " + key}
-	resp, got := e.do("GET", "/v1/models", "", auth...)
-	expect(t, resp, got, 200, "llama3")
-
-	// Revoked by another replica, straight in the shared store; the
-	// announcement does not arrive.
-	if err := e.store.RevokeKey(context.Background(), id); err != nil {
-		t.Fatal(err)
+	revokeElsewhere := func() (string, []string) {
+		t.Helper()
+		id, key := createKey(t, e, admin, `{"name":"elsewhere"}`)
+		auth := []string{"Authorization", "Bearer " + key}
+		resp, got := e.do("GET", "/v1/models", "", auth...)
+		expect(t, resp, got, 200, "llama3") // now cached
+		// Revoked by another replica, straight in the shared store; the
+		// announcement does not arrive.
+		if err := e.store.RevokeKey(context.Background(), id); err != nil {
+			t.Fatal(err)
+		}
+		return key, auth
 	}
-	resp, got = e.do("GET", "/v1/models", "", auth...)
-	expect(t, resp, got, 200, "llama3") // cached, and trusted: the channel is up
 
-	rv.listening.Store(false)
+	_, auth := revokeElsewhere()
+	resp, got := e.do("GET", "/v1/models", "", auth...)
+	expect(t, resp, got, 200, "llama3") // cached, and trusted: no break
+	rv.set(time.Time{}, false, false)   // the break
 	resp, got = e.do("GET", "/v1/models", "", auth...)
 	expect(t, resp, got, 401, "")
+
+	// Revoked unheard, then the channel is back with nothing to say:
+	// what was cached before the break is not trusted.
+	rv.set(e.clock.Now().Add(-time.Minute), true, false)
+	_, auth = revokeElsewhere()
+	rv.set(e.clock.Now().Add(time.Millisecond), true, false) // listening again, from after the break
+	resp, got = e.do("GET", "/v1/models", "", auth...)
+	expect(t, resp, got, 401, "")
+}
+
+// A revocation that could not be announced is announced again once Redis
+// answers.
+func TestKeyRevocationAnnouncedAgain(t *testing.T) {
+	t.Parallel()
+	rv := &deafRevocations{failing: true, listening: true}
+	e := newAuthEnvWith(t, nil, func(d *app.Deps) { d.Revocations = rv })
+	e.user("alice", account.RoleAdmin, "correct horse")
+	admin, _ := e.login("alice", "correct horse")
+	id, _ := createKey(t, e, admin, `{"name":"x"}`)
+	resp, got := e.do("DELETE", fmt.Sprintf("/api/keys/%d", id), "", "Authorization", "Bearer "+admin)
+	expect(t, resp, got, 204, "")
+	time.Sleep(1500 * time.Millisecond) // one retry, still failing
+	rv.set(time.Time{}, true, false)
+	waitFor(t, "the revocation announced again", func() bool {
+		rv.mu.Lock()
+		defer rv.mu.Unlock()
+		return slices.Contains(rv.announced, id)
+	})
 }

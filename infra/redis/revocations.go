@@ -21,10 +21,12 @@ type KeyRevocations struct {
 	client  *goredis.Client
 	channel string
 	heard   atomic.Int64 // unix nanoseconds of the subscription's last sign of life
+	since   atomic.Int64 // ... and of the start of its signs of life without a break
 }
 
 // listenCheck is how often a quiet subscription is pinged; one that has not
-// answered for two of these is taken for lost.
+// answered for two of these is taken for lost, and a silence of more than
+// one and a half of them (a ping's answer being late) was a break.
 const listenCheck = 2 * time.Second
 
 // NewKeyRevocations returns revocations on a channel named after prefix
@@ -40,11 +42,15 @@ func (k *KeyRevocations) Revoked(ctx context.Context, keyID int64) error {
 	return translate("announce revoked key", k.client.Publish(ctx, k.channel, strconv.FormatInt(keyID, 10)).Err())
 }
 
-// Listening reports whether Listen's subscription answered lately, so that
-// a revocation sent now would be heard. It is false before Listen starts,
-// while Redis is down, and while it hangs.
-func (k *KeyRevocations) Listening() bool {
-	return time.Since(time.Unix(0, k.heard.Load())) < 2*listenCheck
+// ListeningSince reports whether Listen's subscription answered lately, so
+// that a revocation sent now would be heard, and since when it has without
+// a break: one sent before then may have been missed. ok is false before
+// Listen starts, while Redis is down, and while it hangs.
+func (k *KeyRevocations) ListeningSince() (since time.Time, ok bool) {
+	if time.Since(time.Unix(0, k.heard.Load())) >= 2*listenCheck {
+		return time.Time{}, false
+	}
+	return time.Unix(0, k.since.Load()), true
 }
 
 // Listen calls forget with the ID of every key revoked anywhere, until ctx
@@ -73,7 +79,11 @@ func (k *KeyRevocations) Listen(ctx context.Context, forget func(keyID int64)) {
 			}
 			continue
 		}
-		k.heard.Store(time.Now().UnixNano())
+		now := time.Now().UnixNano()
+		last := k.heard.Swap(now)
+		if _, subscribed := msg.(*goredis.Subscription); subscribed || time.Duration(now-last) > listenCheck*3/2 {
+			k.since.Store(now) // (re)subscribed, or back from a silence
+		}
 		if m, ok := msg.(*goredis.Message); ok {
 			if id, err := strconv.ParseInt(m.Payload, 10, 64); err == nil {
 				forget(id)

@@ -64,8 +64,9 @@ func TestKeyRevocations(t *testing.T) {
 	}
 }
 
-// Listening says whether a revocation sent now would be heard: not before
-// the subscription, not while Redis hangs, again once it answers.
+// ListeningSince says whether a revocation sent now would be heard, and
+// since when without a break: not before the subscription, not while Redis
+// hangs or is down, and from a new start after either.
 func TestKeyRevocationsListening(t *testing.T) {
 	t.Parallel()
 	srv := testenv.StartRedis(t)
@@ -75,16 +76,31 @@ func TestKeyRevocationsListening(t *testing.T) {
 	}
 	defer c.Close()
 	k := redis.NewKeyRevocations(c, "t:")
-	if k.Listening() {
+	listening := func() bool { _, ok := k.ListeningSince(); return ok }
+	if listening() {
 		t.Fatal("listening before Listen")
 	}
 	ctx, cancel := context.WithCancel(testCtx(t))
 	done := make(chan struct{})
 	go func() { defer close(done); k.Listen(ctx, func(int64) {}) }()
 	defer func() { cancel(); <-done }()
-	eventually(t, 5*time.Second, "the subscription answers", k.Listening)
+	eventually(t, 5*time.Second, "the subscription answers", listening)
+	first, _ := k.ListeningSince()
+
+	paused := time.Now()
 	srv.Pause()
-	eventually(t, 10*time.Second, "a hung Redis is noticed", func() bool { return !k.Listening() })
+	eventually(t, 10*time.Second, "a hung Redis is noticed", func() bool { return !listening() })
 	srv.Resume()
-	eventually(t, 10*time.Second, "listening again once Redis answers", k.Listening)
+	eventually(t, 10*time.Second, "listening again once Redis answers", listening)
+	if since, _ := k.ListeningSince(); !since.After(paused) {
+		t.Fatalf("after the hang, listening since %v (first %v); want a new start after %v", since, first, paused)
+	}
+
+	stopped := time.Now()
+	srv.Stop()
+	srv.Start()
+	eventually(t, 10*time.Second, "listening since a new subscription", func() bool {
+		since, ok := k.ListeningSince()
+		return ok && since.After(stopped)
+	})
 }
