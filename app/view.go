@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -152,17 +153,30 @@ func (c *viewCache) invalidate() {
 	}
 }
 
+// maxLoad bounds a refresh of the view.
+const maxLoad = 2 * time.Second
+
 // loadView reads nodes, settings and statuses. When a dependency fails, the
 // previous data stands in for it: Postgres down keeps the last nodes,
 // Redis down keeps the last statuses, and proxying goes on. Each outage and
 // each recovery is logged once.
-// maxLoad bounds a refresh of the view.
-const maxLoad = 2 * time.Second
-
-func (h *Handler) loadView(ctx context.Context, prev *view) *view {
+//
+// It runs in a goroutine of its own (viewCache.refreshFrom), where a panic
+// would end the process: one is logged, and the last view kept.
+func (h *Handler) loadView(ctx context.Context, prev *view) (v *view) {
+	defer func() {
+		if p := recover(); p != nil {
+			h.log.Error("fleet refresh panicked; keeping the last view", "panic", fmt.Sprint(p))
+			v = &view{settings: fleet.DefaultSettings(), snap: fleet.NewSnapshot(nil, nil), urls: map[int64]*url.URL{}}
+			if prev != nil {
+				*v = *prev
+			}
+			v.at, v.storeErr = h.now(), fmt.Errorf("refresh panicked: %v", p)
+		}
+	}()
 	ctx, cancel := context.WithTimeout(ctx, maxLoad)
 	defer cancel()
-	v := &view{at: h.now(), settings: fleet.DefaultSettings()}
+	v = &view{at: h.now(), settings: fleet.DefaultSettings()}
 	if prev != nil {
 		v.nodes, v.settings, v.statuses = prev.nodes, prev.settings, prev.statuses
 	}

@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/aivonx/aivonx/app/fleet"
+	"github.com/aivonx/aivonx/infra/memory"
+	"github.com/aivonx/aivonx/internal/testenv"
 )
 
 // A store that hangs (rather than refusing) must not hold requests for its
@@ -164,4 +168,38 @@ func TestViewCacheEditIsSeenByTheNextRequest(t *testing.T) {
 // fleetVersion marks a view by its load, in a field the cache ignores.
 func fleetVersion(n int64) fleet.Settings {
 	return fleet.Settings{Strategy: fleet.Strategy(fmt.Sprintf("v%d", n))}
+}
+
+// panickyStore is a node store whose reads panic once armed.
+type panickyStore struct{ armed atomic.Bool }
+
+func (s *panickyStore) Nodes(context.Context) ([]fleet.Node, error) {
+	if s.armed.Load() {
+		panic("a bug in a store adapter")
+	}
+	return []fleet.Node{{ID: 1, Name: "a", BaseURL: "http://10.0.0.1:11434", Enabled: true}}, nil
+}
+
+func (s *panickyStore) Settings(context.Context) (fleet.Settings, error) {
+	return fleet.DefaultSettings(), nil
+}
+
+// A refresh runs in a goroutine of its own, where a panic would end the
+// process: it is logged, and the last view serves on.
+func TestViewRefreshPanicKeepsTheLastView(t *testing.T) {
+	store := &panickyStore{}
+	var logs testenv.Buffer
+	h, err := New(Config{RefreshEvery: time.Millisecond}, Deps{Fleet: store, Statuses: memory.NewStatusBoard(),
+		InFlight: memory.NewInFlight(), Log: slog.New(slog.NewJSONHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := h.view.get(context.Background(), time.Now()); len(v.nodes) != 1 {
+		t.Fatalf("first view: %+v", v.nodes)
+	}
+	store.armed.Store(true)
+	v := h.view.get(context.Background(), time.Now().Add(time.Hour))
+	if len(v.nodes) != 1 || v.storeErr == nil || !strings.Contains(logs.String(), "fleet refresh panicked") {
+		t.Fatalf("after a panicking refresh: nodes %+v, err %v, log %s", v.nodes, v.storeErr, logs.String())
+	}
 }
