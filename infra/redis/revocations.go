@@ -14,7 +14,7 @@ import (
 // KeyRevocations tells every replica at once that an API key was revoked,
 // over Redis pub/sub, so that none keeps accepting it from its cache until
 // the cache entry expires. A replica cut off from Redis misses what is sent
-// meanwhile: [KeyRevocations.Listening] says when that may be the case, so
+// meanwhile: [KeyRevocations.ListeningSince] says when that may be the case, so
 // that the replica checks keys against the store instead of its cache.
 // It satisfies app.KeyRevocations.
 type KeyRevocations struct {
@@ -56,7 +56,7 @@ func (k *KeyRevocations) ListeningSince() (since time.Time, ok bool) {
 // Listen calls forget with the ID of every key revoked anywhere, until ctx
 // ends. The subscription survives Redis restarts (go-redis subscribes
 // again), though revocations sent meanwhile are lost; a quiet one is
-// pinged, so that Listening notices a Redis that hangs.
+// pinged, so that ListeningSince notices a Redis that hangs.
 func (k *KeyRevocations) Listen(ctx context.Context, forget func(keyID int64)) {
 	sub := k.client.Subscribe(ctx, k.channel)
 	defer sub.Close()
