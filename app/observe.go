@@ -31,6 +31,11 @@ type ObserveConfig struct {
 	// a record; older ones are deleted during a flush, at most once an hour
 	// per process. Zero keeps them all.
 	RequestLogRetention time.Duration
+	// RequestLogMaxRows caps the request log's records; the oldest beyond
+	// it are deleted after the first write and then each time a tenth of it
+	// has been written, so a flood of requests cannot fill the disk before
+	// the retention ends. Zero means no cap.
+	RequestLogMaxRows int
 	// RequestLogFlushEvery is how often request records are written to the
 	// store. Zero means 1s.
 	RequestLogFlushEvery time.Duration

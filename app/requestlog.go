@@ -48,6 +48,9 @@ type RequestLog interface {
 	// PruneRequests deletes the records older than before and returns how
 	// many it deleted.
 	PruneRequests(ctx context.Context, before time.Time) (int64, error)
+	// TrimRequests deletes every record but the newest keep (at least 1)
+	// and returns how many it deleted.
+	TrimRequests(ctx context.Context, keep int) (int64, error)
 }
 
 const (
@@ -65,6 +68,7 @@ type requestLog struct {
 	every      time.Duration
 	maxPending int
 	retention  time.Duration
+	maxRows    int
 
 	mu      sync.Mutex
 	pending []RequestRecord
@@ -77,6 +81,8 @@ type requestLog struct {
 	writing   sync.Mutex // one write at a time; guards the fields below
 	failures  int        // consecutive failed writes of the current records
 	lastPrune time.Time
+	sinceTrim int  // records written since the last trim to maxRows
+	trimmed   bool // at least once since the start
 }
 
 func (h *Handler) initRequestLog() error {
@@ -86,6 +92,8 @@ func (h *Handler) initRequestLog() error {
 		return errors.New("Observe.RequestLogBuffer must not be negative")
 	case c.RequestLogRetention < 0 || c.RequestLogFlushEvery < 0:
 		return errors.New("Observe.RequestLogRetention and RequestLogFlushEvery must not be negative")
+	case c.RequestLogMaxRows < 0:
+		return errors.New("Observe.RequestLogMaxRows must not be negative")
 	}
 	if h.deps.Requests == nil {
 		return nil
@@ -96,6 +104,7 @@ func (h *Handler) initRequestLog() error {
 		every:      orDuration(c.RequestLogFlushEvery, time.Second),
 		maxPending: c.RequestLogBuffer,
 		retention:  c.RequestLogRetention,
+		maxRows:    c.RequestLogMaxRows,
 		droppedTotal: prometheus.NewCounter(prometheus.CounterOpts{Name: "aivonx_request_log_dropped_total",
 			Help: "Request log records dropped because the store could not be written for too long."}),
 	}
@@ -273,6 +282,7 @@ func (b *requestLog) flushLocked(ctx context.Context) error {
 			b.mu.Unlock()
 		}
 		b.failures = 0
+		b.sinceTrim += len(written)
 		b.prune(ctx)
 		return nil
 	}
@@ -298,21 +308,32 @@ func (b *requestLog) flushLocked(ctx context.Context) error {
 }
 
 // prune deletes the records older than the retention, at most once an
-// hour. b.writing must be held.
+// hour, and those beyond the row cap: on the first write, and then each
+// time a tenth of the cap has been written, so that a flood of requests
+// grows the store by at most that tenth between two trims. b.writing must
+// be held.
 func (b *requestLog) prune(ctx context.Context) {
-	now := time.Now()
-	if b.retention <= 0 || now.Sub(b.lastPrune) < requestLogPruneEvery {
-		return
-	}
-	b.lastPrune = now
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	n, err := b.store.PruneRequests(ctx, now.Add(-b.retention))
-	switch {
-	case err != nil:
-		b.log.Warn("prune the request log", "err", err.Error())
-	case n > 0:
-		b.log.Info("request log pruned", "deleted", n, "older_than", now.Add(-b.retention).UTC().Format(time.RFC3339))
+	if now := time.Now(); b.retention > 0 && now.Sub(b.lastPrune) >= requestLogPruneEvery {
+		b.lastPrune = now
+		n, err := b.store.PruneRequests(ctx, now.Add(-b.retention))
+		switch {
+		case err != nil:
+			b.log.Warn("prune the request log", "err", err.Error())
+		case n > 0:
+			b.log.Info("request log pruned", "deleted", n, "older_than", now.Add(-b.retention).UTC().Format(time.RFC3339))
+		}
+	}
+	if b.maxRows > 0 && (!b.trimmed || b.sinceTrim >= max(b.maxRows/10, 1)) {
+		b.trimmed, b.sinceTrim = true, 0
+		n, err := b.store.TrimRequests(ctx, b.maxRows)
+		switch {
+		case err != nil:
+			b.log.Warn("trim the request log", "err", err.Error())
+		case n > 0:
+			b.log.Info("request log trimmed", "deleted", n, "kept", b.maxRows)
+		}
 	}
 }
 

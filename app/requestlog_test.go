@@ -331,6 +331,55 @@ func TestRequestLogRetention(t *testing.T) {
 	}
 }
 
+// The row cap holds however fast requests come: the oldest records go
+// first, from the first write on, and less than a tenth of the cap more is
+// left after a write.
+func TestRequestLogMaxRows(t *testing.T) {
+	t.Parallel()
+	store, err := sqlite.Open(context.Background(), t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	var old []history.Record
+	for i := range 30 {
+		old = append(old, history.Record{Time: time.Now().Add(time.Duration(i-60) * time.Minute), Method: "POST", Path: "/api/old", Status: 200})
+	}
+	if err := store.RecordRequests(context.Background(), old); err != nil {
+		t.Fatal(err)
+	}
+	e := newRequestsEnv(t, app.ObserveConfig{RequestLogMaxRows: 20}, store)
+	count := func() (n int, newest string) {
+		recs, err := store.Requests(context.Background(), history.Query{Limit: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(recs) > 0 {
+			newest = recs[0].RequestID
+		}
+		return len(recs), newest
+	}
+	for i := range 45 {
+		id := fmt.Sprintf("r%02d", i)
+		resp, got := e.do("POST", "/api/chat", chatBody, "X-Request-Id", id)
+		expect(t, resp, got, 200, `"done":true`)
+		if i == 0 {
+			waitFor(t, "the first write trimmed the log to 20 rows", func() bool { n, newest := count(); return n == 20 && newest == id })
+		}
+	}
+	waitFor(t, "the last request written", func() bool { _, newest := count(); return newest == "r44" })
+	// Between two trims the cap's tenth (2) may be exceeded by one less.
+	if n, _ := count(); n < 20 || n > 21 {
+		t.Fatalf("the log holds %d rows; want 20 or 21", n)
+	}
+	recs, _ := store.Requests(context.Background(), history.Query{Limit: 100})
+	for _, r := range recs {
+		if r.Path == "/api/old" {
+			t.Fatalf("an old record is left (%v); the oldest should go first", r.Time)
+		}
+	}
+}
+
 // fakeRequestLog is a RequestLog whose writes can hang or fail.
 type fakeRequestLog struct {
 	mu      sync.Mutex
@@ -373,6 +422,7 @@ func (f *fakeRequestLog) Requests(ctx context.Context, q history.Query) ([]histo
 }
 
 func (f *fakeRequestLog) PruneRequests(context.Context, time.Time) (int64, error) { return 0, nil }
+func (f *fakeRequestLog) TrimRequests(context.Context, int) (int64, error)        { return 0, nil }
 
 func (f *fakeRequestLog) written() []string {
 	f.mu.Lock()

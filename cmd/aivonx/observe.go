@@ -25,6 +25,8 @@ var (
 		Usage: "require a login for GET /metrics (public by default, like most exporters)"}
 	requestLogDaysFlag = &cli.IntFlag{Name: "request-log-days", Value: 14, EnvVars: []string{"AIVONX_REQUEST_LOG_DAYS"},
 		Usage: "days the request log (GET /api/requests, the UI's request history) keeps a request; 0 keeps them all"}
+	requestLogMaxRowsFlag = &cli.IntFlag{Name: "request-log-max-rows", Value: 1_000_000, EnvVars: []string{"AIVONX_REQUEST_LOG_MAX_ROWS"},
+		Usage: "the most requests the request log keeps, the oldest deleted first; 0 sets no cap"}
 )
 
 // serveLogger returns the logger of serve: JSON on stdout and, with
@@ -80,8 +82,13 @@ func observeConfig(c *cli.Context) (app.ObserveConfig, error) {
 	if days < 0 {
 		return app.ObserveConfig{}, fmt.Errorf("--request-log-days must not be negative (0 keeps every request)")
 	}
+	rows := c.Int(requestLogMaxRowsFlag.Name)
+	if rows < 0 {
+		return app.ObserveConfig{}, fmt.Errorf("--request-log-max-rows must not be negative (0 sets no cap)")
+	}
 	return app.ObserveConfig{
 		MetricsPrivate:      c.Bool(metricsPrivateFlag.Name),
 		RequestLogRetention: time.Duration(days) * 24 * time.Hour,
+		RequestLogMaxRows:   rows,
 	}, nil
 }

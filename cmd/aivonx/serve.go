@@ -50,7 +50,7 @@ keeps in Postgres and Redis, and shares in-flight counts with every replica.`,
 			dataDirFlag, databaseFlag, redisFlag, redisPrefixFlag, logLevelFlag,
 			healthEveryFlag, modelsEveryFlag, riseFlag, fallFlag, lockTTLFlag, leaseTTLFlag,
 			secretKeyFlag, requireAPIKeyFlag, corsOriginFlag, trustedProxyFlag, adminPasswordFlag,
-			logFileFlag, nodeAllowFlag, metricsPrivateFlag, requestLogDaysFlag,
+			logFileFlag, nodeAllowFlag, metricsPrivateFlag, requestLogDaysFlag, requestLogMaxRowsFlag,
 		},
 		Action: runServe,
 	}

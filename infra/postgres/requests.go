@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -93,6 +94,21 @@ func (s *Store) PruneRequests(ctx context.Context, before time.Time) (int64, err
 	tag, err := s.pool.Exec(ctx, `DELETE FROM request_log WHERE started_at < $1`, before)
 	if err != nil {
 		return 0, translate("prune requests", err, "")
+	}
+	return tag.RowsAffected(), nil
+}
+
+// TrimRequests deletes every record but the newest keep (in the order
+// Requests lists them) and returns how many it deleted.
+func (s *Store) TrimRequests(ctx context.Context, keep int) (int64, error) {
+	if keep < 1 {
+		return 0, fmt.Errorf("trim requests: keep %d records: must be at least 1", keep)
+	}
+	// With fewer rows the subquery is NULL and nothing matches.
+	tag, err := s.pool.Exec(ctx, `DELETE FROM request_log WHERE (started_at, id) <
+		(SELECT started_at, id FROM request_log ORDER BY started_at DESC, id DESC LIMIT 1 OFFSET $1)`, keep-1)
+	if err != nil {
+		return 0, translate("trim requests", err, "")
 	}
 	return tag.RowsAffected(), nil
 }

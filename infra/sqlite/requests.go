@@ -359,6 +359,23 @@ func (s *Store) PruneRequests(ctx context.Context, before time.Time) (int64, err
 	return n, translate("prune requests", err)
 }
 
+// TrimRequests deletes every record but the newest keep and returns how
+// many it deleted.
+func (s *Store) TrimRequests(ctx context.Context, keep int) (int64, error) {
+	if keep < 1 {
+		return 0, fmt.Errorf("trim requests: keep %d records: must be at least 1", keep)
+	}
+	// The id is the start time, so the keep-th newest id is the bound; with
+	// fewer rows the subquery is NULL and nothing matches.
+	res, err := s.db.ExecContext(ctx,
+		`DELETE FROM request_log WHERE id < (SELECT id FROM request_log ORDER BY id DESC LIMIT 1 OFFSET ?)`, keep-1)
+	if err != nil {
+		return 0, translate("trim requests", err)
+	}
+	n, err := res.RowsAffected()
+	return n, translate("trim requests", err)
+}
+
 // rekeyRequestLog is schema 5: the request log of schema 3, whose key was
 // an insertion counter and whose start time was text with an index of its
 // own, rebuilt with the start time as the key. Rows are copied oldest

@@ -24,6 +24,7 @@ type Store interface {
 	RecordRequests(ctx context.Context, records []history.Record) error
 	Requests(ctx context.Context, q history.Query) ([]history.Record, error)
 	PruneRequests(ctx context.Context, before time.Time) (int64, error)
+	TrimRequests(ctx context.Context, keep int) (int64, error)
 }
 
 // Run runs the suite; open returns an empty store for each subtest group.
@@ -31,6 +32,7 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 	t.Run("RoundTrip", func(t *testing.T) { t.Parallel(); testRoundTrip(t, open(t)) })
 	t.Run("Filters", func(t *testing.T) { t.Parallel(); testFilters(t, open(t)) })
 	t.Run("Prune", func(t *testing.T) { t.Parallel(); testPrune(t, open(t)) })
+	t.Run("Trim", func(t *testing.T) { t.Parallel(); testTrim(t, open(t)) })
 }
 
 func ctxFor(t *testing.T) context.Context {
@@ -184,5 +186,43 @@ func testPrune(t *testing.T, s Store) {
 	}
 	if n, err := s.PruneRequests(ctx, base.Add(4*time.Hour)); err != nil || n != 0 {
 		t.Fatalf("second prune = %d, %v; want 0", n, err)
+	}
+}
+
+func testTrim(t *testing.T, s Store) {
+	ctx := ctxFor(t)
+	if n, err := s.TrimRequests(ctx, 3); err != nil || n != 0 {
+		t.Fatalf("TrimRequests on an empty store = %d, %v; want 0", n, err)
+	}
+	// Written out of time order, two at one instant: the newest are by
+	// time, then by the order written, as Requests lists them.
+	var recs []history.Record
+	for _, i := range []int{5, 1, 7, 3, 3, 9, 0} {
+		recs = append(recs, history.Record{Time: base.Add(time.Duration(i) * time.Minute), RequestID: fmt.Sprint(i), Status: 200})
+	}
+	recs[4].RequestID = "3b"
+	if err := s.RecordRequests(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.TrimRequests(ctx, 7); err != nil || n != 0 {
+		t.Fatalf("TrimRequests(7) of 7 = %d, %v; want 0", n, err)
+	}
+	n, err := s.TrimRequests(ctx, 4)
+	if err != nil || n != 3 {
+		t.Fatalf("TrimRequests(4) of 7 = %d, %v; want 3 deleted", n, err)
+	}
+	got, err := s.Requests(ctx, history.Query{Limit: 100})
+	var kept []string
+	for _, r := range got {
+		kept = append(kept, r.RequestID)
+	}
+	if err != nil || !slices.Equal(kept, []string{"9", "7", "5", "3b"}) {
+		t.Fatalf("after TrimRequests(4): %v, %v; want [9 7 5 3b]", kept, err)
+	}
+	if _, err := s.TrimRequests(ctx, 0); err == nil {
+		t.Error("TrimRequests(0) succeeded; want an error rather than an emptied log")
+	}
+	if got, err := s.Requests(ctx, history.Query{Limit: 100}); err != nil || len(got) != 4 {
+		t.Fatalf("after TrimRequests(0): %d records, %v; want 4", len(got), err)
 	}
 }
