@@ -2,6 +2,7 @@ package app
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 )
 
@@ -9,6 +10,11 @@ import (
 // reach a node, and other origins get no CORS headers at all. Credentials
 // (cookies) are never allowed cross-origin: browser clients authenticate
 // with an API key or a bearer token.
+//
+// A browser request that changes something from an origin the policy does
+// not allow is refused with 403, as Ollama refuses it: without CORS headers
+// a page cannot read the answer, but a "simple" POST (text/plain, no
+// preflight) would still pull, copy or push models on the nodes.
 //
 // Like Ollama, it allows local pages and desktop apps by default
 // (ollamaOrigins); configured origins come on top, as OLLAMA_ORIGINS does.
@@ -98,6 +104,13 @@ func (h *Handler) withCORS(next http.Handler) http.Handler {
 		hdr.Add("Vary", "Origin")
 		origin := r.Header.Get("Origin")
 		if !p.allows(origin) {
+			// Same-origin pages (the web UI), reads and clients that are
+			// not browsers pass the check.
+			if err := h.ext.auth.cop.Check(r); err != nil {
+				writeError(w, dialectOf(r.URL.Path), http.StatusForbidden,
+					"cross-origin request refused: origin "+strconv.Quote(origin)+" is not allowed (see --cors-origin)")
+				return
+			}
 			next.ServeHTTP(w, r)
 			return
 		}

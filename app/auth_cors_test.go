@@ -90,6 +90,42 @@ func TestCORS(t *testing.T) {
 			}
 		}
 	})
+	t.Run("ErrDisallowedOriginWrites", func(t *testing.T) {
+		// A page elsewhere can POST text/plain without a preflight: the
+		// proxy refuses it before any node sees it, in the route's shape.
+		for path, shape := range map[string]string{"/api/pull": `{"error":"cross-origin`, "/v1/chat/completions": `"message":"cross-origin`} {
+			r := httptest.NewRequest("POST", path, strings.NewReader(`{"model":"llama3"}`))
+			r.Header.Set("Origin", "https://evil.example")
+			r.Header.Set("Content-Type", "text/plain;charset=UTF-8")
+			r.Header.Set("Sec-Fetch-Site", "cross-site")
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if w.Code != http.StatusForbidden || !strings.Contains(w.Body.String(), shape) || !strings.Contains(w.Body.String(), "evil.example") {
+				t.Errorf("POST %s from a foreign origin: %d %s", path, w.Code, w.Body)
+			}
+		}
+		// The same origin as the proxy (its web UI), reads, and callers that
+		// are not browsers get through to the route (here: no nodes, 503).
+		for _, c := range []struct{ method, origin, site string }{
+			{"POST", "http://proxy.internal:8000", "same-origin"},
+			{"POST", "http://proxy.internal:8000", ""},
+			{"POST", "", ""},
+			{"GET", "https://evil.example", "cross-site"},
+		} {
+			r := httptest.NewRequest(c.method, "http://proxy.internal:8000/api/chat", strings.NewReader(`{"model":"llama3"}`))
+			if c.origin != "" {
+				r.Header.Set("Origin", c.origin)
+			}
+			if c.site != "" {
+				r.Header.Set("Sec-Fetch-Site", c.site)
+			}
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if w.Code == http.StatusForbidden {
+				t.Errorf("%+v refused: %s", c, w.Body)
+			}
+		}
+	})
 	t.Run("VaryEvenWhenNotAllowed", func(t *testing.T) {
 		// A shared cache must not hand this answer to an allowed origin.
 		for _, origin := range []string{"https://evil.example", ""} {
