@@ -14,8 +14,11 @@ import (
 
 // apiNode is a fake Ollama (health checks, model lists) that answers the
 // Responses and Messages APIs, which the fake does not speak, with a
-// canned stream of three events; "cut" in the body makes it drop the
-// connection after two.
+// canned stream of three events and the API's last one; "cut" in the body
+// makes it drop the connection after two, "runner died" end the stream
+// cleanly without its last event, as Ollama does when its runner dies.
+// The last event's data is longer than the relay's tail, as a
+// response.completed holding the whole answer is.
 type apiNode struct{ *httptest.Server }
 
 func (n apiNode) URL() string { return n.Server.URL }
@@ -45,6 +48,13 @@ func startAPINode(t *testing.T) apiNode {
 				fmt.Fprintf(w, "event: delta\ndata: {\"n\":%d}\n\n", i)
 				w.(http.Flusher).Flush()
 			}
+			switch {
+			case body.Input == "runner died":
+			case path == "/v1/messages":
+				fmt.Fprint(w, "event: message_delta\ndata: {\"type\":\"message_delta\"}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n")
+			default:
+				fmt.Fprintf(w, "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"output_text\":%q}}\n\n", strings.Repeat("words ", 200))
+			}
 		})
 	}
 	n := apiNode{httptest.NewServer(mux)}
@@ -71,6 +81,17 @@ func TestResponsesAndMessagesAPIs(t *testing.T) {
 		if status != 200 || strings.Count(body, "event: delta") != 3 || strings.Contains(body, "error") {
 			t.Errorf("%s stream: %d %q, want three events and no error", path, status, body)
 		}
+		// A stream that ends cleanly without its last event gets the
+		// error event each SDK raises.
+		status, body = post(path, `{"model":"llama3","stream":true,"input":"runner died"}`)
+		last := map[string]string{"/v1/responses": "response.completed", "/v1/messages": "message_stop"}[path]
+		if status != 200 || strings.Count(body, "event: delta") != 3 || !strings.HasSuffix(body, "\n\n") ||
+			!strings.Contains(body, `"message":"node nodeA ended the stream without `+last+` (the model runner may have failed)"`) {
+			t.Errorf("%s stream without %s: %d %q, want a final error event", path, last, status, body)
+		}
+	}
+	if _, body := post("/v1/messages", `{"model":"llama3","stream":true,"input":"runner died"}`); !strings.Contains(body, "\n\nevent: error\ndata: {") {
+		t.Errorf("Anthropic stream without message_stop: %q, want Anthropic's error event", body)
 	}
 
 	status, body := post("/v1/messages", `{"model":"llama3","stream":true,"input":"cut"}`)

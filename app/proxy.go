@@ -32,10 +32,19 @@ type route struct {
 	// "messages" on its chat) without which a request only loads the model
 	// into memory, or unloads it.
 	loadsWithout string
-	// endsWithDone is set on OpenAI's chat and completions, whose streams
-	// end with "data: [DONE]" (the Responses API's and Anthropic's do not).
-	endsWithDone bool
+	// lastEvents are the SSE lines one of which every whole stream of the
+	// route holds: its last event, or an error event. Ollama ends a stream
+	// cleanly when its runner dies, without them, which the SDKs would
+	// take for a normal end; the relay says what happened instead.
+	lastEvents []string
 }
+
+// The lastEvents of the SSE routes.
+var (
+	openAIChatEnd = []string{"data: [DONE]"} // chat and completions
+	responsesEnd  = []string{"event: response.completed", "event: response.failed", "event: response.incomplete", "event: error"}
+	messagesEnd   = []string{"event: message_stop", "event: error"}
+)
 
 // requestFields are the top-level fields of a request body the proxy reads.
 type requestFields struct {

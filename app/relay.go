@@ -65,6 +65,9 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rt route, node *
 		waiter = nil
 	}
 	t := &a.tail
+	// Whether one of the route's last events went by, checked as each
+	// chunk comes: the event may be longer than the tail.
+	ended := kind != sseBody || len(rt.lastEvents) == 0 || resp.StatusCode != http.StatusOK
 	for {
 		if waiter != nil {
 			waiter.waitData()
@@ -74,6 +77,7 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rt route, node *
 		var werr error
 		if n > 0 {
 			chunk := (*bp)[:n]
+			ended = ended || holdsLine(t.buf[:t.n], chunk, rt.lastEvents)
 			t.add(chunk)
 			_, werr = w.Write(chunk)
 		}
@@ -113,13 +117,13 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rt route, node *
 	}
 	a.promptTok, a.evalTok = t.tokens()
 	switch {
-	case kind == sseBody && rt.endsWithDone && resp.StatusCode == http.StatusOK && !t.endsWith(sseDone):
-		// Every complete OpenAI stream ends with [DONE]. Ollama ends one
-		// without it when its runner dies (after an empty chunk), which the
-		// openai SDK would take for a normal end: say what happened.
-		a.streamErr = "node " + node.Name + " ended the stream without [DONE]"
-		writeSSEError(w, t.gap(kind), a.streamErr+" (the model runner may have failed)")
-		flush(w)
+	case !ended:
+		// Ollama ends a stream without its last event when its runner dies
+		// (an OpenAI one after an empty chunk), which the SDKs would take
+		// for a normal end: say what happened.
+		last := rt.lastEvents[0]
+		a.streamErr = "node " + node.Name + " ended the stream without " + last[strings.IndexByte(last, ' ')+1:]
+		writeStreamError(w, rt, kind, t.gap(kind), a.streamErr+" (the model runner may have failed)")
 	case kind == ndjsonBody:
 		// Ollama's own report of a failure mid-stream (its runner died):
 		// the client has it; the history must not call the stream clean.
@@ -128,8 +132,6 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rt route, node *
 		}
 	}
 }
-
-var sseDone = []byte("data: [DONE]")
 
 // errClientGone is what the history says of a response the client stopped
 // reading: its status went out, the rest of it did not.
@@ -250,10 +252,44 @@ func (t *tail) add(p []byte) {
 	t.n += copy(t.buf[t.n:], p)
 }
 
-// endsWith reports whether the tail, without trailing white space, ends
-// with suffix.
-func (t *tail) endsWith(suffix []byte) bool {
-	return bytes.HasSuffix(bytes.TrimRight(t.buf[:t.n], " \r\n"), suffix)
+// holdsLine reports whether chunk, coming after prev (the tail before it),
+// holds one of lines as a whole line, or its end: a line may start in prev.
+// Lines are short (an SSE event's name); prev ends where chunk starts.
+func holdsLine(prev, chunk []byte, lines []string) bool {
+	for _, l := range lines {
+		// Within chunk, the line's start checked against prev's last byte.
+		if lineIn(chunk, l, len(prev) == 0 || prev[len(prev)-1] == '\n') {
+			return true
+		}
+		// Across the boundary: prev's last bytes and chunk's first.
+		var w [64]byte
+		p := prev[max(len(prev)-len(l)-1, 0):]
+		if len(p)+len(l)+1 > len(w) {
+			continue
+		}
+		n := copy(w[:], p)
+		n += copy(w[n:], chunk[:min(len(chunk), len(l)+1)])
+		if lineIn(w[:n], l, len(p) == len(prev) || prev[len(prev)-len(p)-1] == '\n') {
+			return true
+		}
+	}
+	return false
+}
+
+// lineIn reports whether b holds l as a whole line; b's first line is one
+// when atStart (the bytes before b end a line).
+func lineIn(b []byte, l string, atStart bool) bool {
+	for at := 0; ; {
+		i := bytes.Index(b[at:], []byte(l))
+		if i < 0 {
+			return false
+		}
+		start, end := at+i, at+i+len(l)
+		if (start == 0 && atStart || start > 0 && b[start-1] == '\n') && end < len(b) && (b[end] == '\n' || b[end] == '\r') {
+			return true
+		}
+		at = end
+	}
 }
 
 // tokens returns the prompt and completion token counts found last in the
@@ -296,7 +332,7 @@ func (t *tail) complete(kind streamKind) bool {
 		return bytes.HasSuffix(line, []byte("}")) && (bytes.Contains(line, []byte(`"done":true`)) ||
 			bytes.Contains(line, []byte(`"eval_duration":`)) || string(line) == `{"status":"success"}`)
 	case sseBody:
-		return bytes.Equal(line, sseDone) || bytes.HasPrefix(line, []byte("data: ")) && bytes.Contains(line, []byte(`"type":"message_stop"`))
+		return string(line) == openAIChatEnd[0] || bytes.HasPrefix(line, []byte("data: ")) && bytes.Contains(line, []byte(`"type":"message_stop"`))
 	}
 	return false
 }

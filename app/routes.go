@@ -23,7 +23,7 @@ func (h *Handler) routes() *http.ServeMux {
 	}
 	// Model-routed Ollama routes, and the upstream's aliases of them.
 	generates := func(p string) bool {
-		return strings.HasSuffix(p, "chat") || strings.HasSuffix(p, "generate") || strings.HasSuffix(p, "completions")
+		return strings.HasSuffix(p, "chat") || strings.HasSuffix(p, "generate")
 	}
 	ollamaRoute := func(p string) route {
 		rt := route{upstream: p, streams: generates(p)}
@@ -42,13 +42,14 @@ func (h *Handler) routes() *http.ServeMux {
 		inference("POST /api/proxy/"+p, ollamaDialect, h.proxy(ollamaRoute("/api/"+p)))
 	}
 	// OpenAI-compatible routes.
-	for _, p := range []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings"} {
-		inference("POST "+p, openAIDialect, h.proxy(route{upstream: p, dialect: openAIDialect, streams: generates(p), endsWithDone: generates(p)}))
+	for _, p := range []string{"/v1/chat/completions", "/v1/completions"} {
+		inference("POST "+p, openAIDialect, h.proxy(route{upstream: p, dialect: openAIDialect, streams: true, lastEvents: openAIChatEnd}))
 	}
+	inference("POST /v1/embeddings", openAIDialect, h.proxy(route{upstream: "/v1/embeddings", dialect: openAIDialect}))
 	// OpenAI's Responses API and Anthropic's Messages API, which Ollama
 	// serves too (the Anthropic SDKs, Claude Code pointed at Ollama).
-	inference("POST /v1/responses", openAIDialect, h.proxy(route{upstream: "/v1/responses", dialect: openAIDialect, streams: true}))
-	inference("POST /v1/messages", anthropicDialect, h.proxy(route{upstream: "/v1/messages", dialect: anthropicDialect, streams: true}))
+	inference("POST /v1/responses", openAIDialect, h.proxy(route{upstream: "/v1/responses", dialect: openAIDialect, streams: true, lastEvents: responsesEnd}))
+	inference("POST /v1/messages", anthropicDialect, h.proxy(route{upstream: "/v1/messages", dialect: anthropicDialect, streams: true, lastEvents: messagesEnd}))
 	// OpenAI's image API, which Ollama serves with its image generation
 	// models: JSON in, one JSON document out once the image is done.
 	for _, p := range []string{"/v1/images/generations", "/v1/images/edits"} {
