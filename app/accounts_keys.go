@@ -330,9 +330,22 @@ func (h *Handler) takeLimit(ctx context.Context, name string, perMinute, burst i
 	return h.sharedLimit(ctx, RateLimiter.Take, name, perMinute, burst, local)
 }
 
-// peekLimit is takeLimit that spends nothing.
-func (h *Handler) peekLimit(ctx context.Context, name string, perMinute, burst int, local func() time.Duration) time.Duration {
-	return h.sharedLimit(ctx, RateLimiter.Peek, name, perMinute, burst, local)
+// spendLimit is takeLimit that also returns a function that gives the
+// request back to the budget it was taken from (the shared one, or the
+// replica's own, local, under key), for a request that turns out not to
+// count.
+func (h *Handler) spendLimit(ctx context.Context, name string, perMinute, burst int, local *limiterSet, key string) (time.Duration, func()) {
+	st := h.ext.auth
+	refund := func() {
+		if err := st.shared.Refund(context.WithoutCancel(ctx), name, perMinute, burst); err != nil {
+			h.log.Warn("give back a rate limit", "name", name, "err", err.Error())
+		}
+	}
+	wait := h.takeLimit(ctx, name, perMinute, burst, func() time.Duration {
+		refund = func() { local.refund(key, st.now()) }
+		return local.take(key, st.now())
+	})
+	return wait, refund
 }
 
 func (h *Handler) sharedLimit(ctx context.Context, op func(RateLimiter, context.Context, string, int, int) (time.Duration, error),

@@ -109,11 +109,11 @@ const setupHint = "run, where serve runs and with its --data-dir (or, shared, it
 
 // RateLimiter keeps named budgets shared by every replica: perMinute
 // requests a minute, burst of them at once. Take spends one request, or
-// returns how long to wait when none is left (spending nothing); Peek only
-// returns that wait.
+// returns how long to wait when none is left (spending nothing); Refund
+// gives back one that Take spent.
 type RateLimiter interface {
 	Take(ctx context.Context, name string, perMinute, burst int) (wait time.Duration, err error)
-	Peek(ctx context.Context, name string, perMinute, burst int) (wait time.Duration, err error)
+	Refund(ctx context.Context, name string, perMinute, burst int) error
 }
 
 // loginsPerMinute bounds login attempts per client address, failed or

@@ -15,8 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/aivonx/aivonx/app/account"
 	"github.com/aivonx/aivonx/app/fleet"
 )
@@ -88,25 +86,33 @@ func (h *Handler) checkLogin(w http.ResponseWriter, r *http.Request) (u account.
 		writeDetail(w, http.StatusBadRequest, "Missing credentials.")
 		return u, false
 	}
+	// Every attempt spends one of the username's failures before the
+	// password is checked, and a success gives it back: had the check come
+	// first, concurrent guesses would all pass it.
 	userKey := strings.ToLower(user)
-	failKey := "loginfail:" + userKey
-	if wait := h.peekLimit(r.Context(), failKey, failuresPerMinute, failuresPerUser,
-		func() time.Duration { return st.userFails.wait(userKey, now) }); wait > 0 {
+	wait, succeeded := h.spendLimit(r.Context(), "loginfail:"+userKey, failuresPerMinute, failuresPerUser, st.userFails, userKey)
+	if wait > 0 {
 		tooManyLogins(w, wait)
 		return u, false
 	}
 	u, err = st.store.UserByName(r.Context(), user)
 	if err != nil && !errors.Is(err, fleet.ErrNotFound) {
+		succeeded() // not the user's failure
 		writeErr(w, r, ollamaDialect, err)
 		return u, false
 	}
 	if !account.CheckPassword(u.PasswordHash, pass) {
-		h.takeLimit(r.Context(), failKey, failuresPerMinute, failuresPerUser,
-			func() time.Duration { return st.userFails.take(userKey, now) })
-		h.log.Info("login failed", "username", user, "client", ip)
+		// A name no user has may be a password typed in the wrong box: it
+		// stays out of the log, which viewers can read.
+		logged := u.Username
+		if logged == "" {
+			logged = "(no such user)"
+		}
+		h.log.Info("login failed", "username", logged, "client", ip)
 		writeDetail(w, http.StatusUnauthorized, "Invalid credentials.")
 		return u, false
 	}
+	succeeded()
 	if a := accessFrom(r.Context()); a != nil {
 		a.who = "user:" + u.Username
 	}
@@ -273,61 +279,61 @@ func overTLS(r *http.Request) bool {
 	return r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
 }
 
-// limiterSet is a token bucket per key (a client address, a username),
-// forgotten after a quarter of an hour unused. Safe for concurrent use.
+// limiterSet is a rate limit per key (a client address, a username): burst
+// requests at once, then one every every. It keeps, as the shared limiter
+// in Redis does (GCRA), one time per key: when the budget is whole again.
+// Keys are forgotten once whole. Safe for concurrent use.
 type limiterSet struct {
 	mu        sync.Mutex
 	burst     int
 	every     time.Duration
-	m         map[string]*limiterEntry
+	full      map[string]time.Time // when each key's budget is whole again
 	lastSweep time.Time
 }
 
-type limiterEntry struct {
-	lim  *rate.Limiter
-	seen time.Time
-}
-
 func newLimiterSet(burst int, every time.Duration) *limiterSet {
-	return &limiterSet{burst: burst, every: every, m: map[string]*limiterEntry{}}
+	return &limiterSet{burst: burst, every: every, full: map[string]time.Time{}}
 }
 
-func (s *limiterSet) get(key string, now time.Time) *rate.Limiter {
+// take spends one request; it returns how long to wait when none is left
+// (and then spends nothing).
+func (s *limiterSet) take(key string, now time.Time) time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if now.Sub(s.lastSweep) > time.Minute {
-		for k, e := range s.m {
-			if now.Sub(e.seen) > 15*time.Minute {
-				delete(s.m, k)
-			}
+	s.sweep(now)
+	full := s.full[key]
+	if full.Before(now) {
+		full = now
+	}
+	if wait := full.Add(s.every - time.Duration(s.burst)*s.every).Sub(now); wait > 0 {
+		return wait
+	}
+	s.full[key] = full.Add(s.every)
+	return 0
+}
+
+// refund gives back one request that take spent.
+func (s *limiterSet) refund(key string, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if full, ok := s.full[key]; ok {
+		if full = full.Add(-s.every); full.After(now) {
+			s.full[key] = full
+		} else {
+			delete(s.full, key)
 		}
-		s.lastSweep = now
 	}
-	e := s.m[key]
-	if e == nil {
-		e = &limiterEntry{lim: rate.NewLimiter(rate.Every(s.every), s.burst)}
-		s.m[key] = e
-	}
-	e.seen = now
-	return e.lim
 }
 
-// take spends a token; it returns how long to wait when none is left (and
-// then spends nothing).
-func (s *limiterSet) take(key string, now time.Time) time.Duration {
-	res := s.get(key, now).ReserveN(now, 1)
-	if d := res.DelayFrom(now); d > 0 {
-		res.CancelAt(now)
-		return d
+// sweep forgets, once a minute, the keys whose budget is whole.
+func (s *limiterSet) sweep(now time.Time) {
+	if now.Sub(s.lastSweep) < time.Minute {
+		return
 	}
-	return 0
-}
-
-// wait returns how long until a token is available, spending none.
-func (s *limiterSet) wait(key string, now time.Time) time.Duration {
-	lim := s.get(key, now)
-	if t := lim.TokensAt(now); t < 1 {
-		return time.Duration((1 - t) / float64(lim.Limit()) * float64(time.Second))
+	for k, full := range s.full {
+		if !full.After(now) {
+			delete(s.full, k)
+		}
 	}
-	return 0
+	s.lastSweep = now
 }

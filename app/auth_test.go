@@ -535,6 +535,59 @@ func TestLoginRateLimit(t *testing.T) {
 	expect(t, resp, got, 200, `"access"`)
 }
 
+// A failed login names the user in the log, but not a name no user has:
+// that may be a password typed into the wrong box, and viewers read logs.
+func TestLoginFailureLogLeavesOutUnknownNames(t *testing.T) {
+	t.Parallel()
+	var logs testenv.Buffer
+	e := newAuthEnvWith(t, nil, func(d *app.Deps) { d.Log = slog.New(slog.NewJSONHandler(&logs, nil)) })
+	e.user("alice", account.RoleAdmin, "correct horse")
+	for _, user := range []string{"alice", "MyS3cretPassw0rd!"} {
+		resp, got := e.do("POST", "/api/account/login", `{"username":"`+user+`","password":"wrong"}`)
+		expect(t, resp, got, 401, "Invalid credentials.")
+	}
+	out := logs.String()
+	if !strings.Contains(out, `"username":"alice"`) || !strings.Contains(out, `"username":"(no such user)"`) || strings.Contains(out, "S3cret") {
+		t.Fatalf("log:\n%s", out)
+	}
+}
+
+// Guesses sent at once from many addresses get no more than the
+// username's five failures; a successful login does not spend one.
+func TestLoginLockoutConcurrent(t *testing.T) {
+	t.Parallel()
+	e := newAuthEnv(t, func(c *app.AuthConfig) {
+		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	})
+	e.user("alice", account.RoleAdmin, "correct horse")
+	try := func(pw string, client int) (*http.Response, string) {
+		return e.do("POST", "/api/account/login", `{"username":"alice","password":"`+pw+`"}`,
+			"X-Forwarded-For", fmt.Sprintf("203.0.113.%d", client))
+	}
+	for i := range 4 {
+		resp, got := try("guess", i)
+		expect(t, resp, got, 401, "Invalid credentials.")
+	}
+	resp, got := try("correct horse", 4)
+	expect(t, resp, got, 200, `"access"`)
+
+	var mu sync.Mutex
+	codes := map[int]int{}
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() {
+			resp, _ := try("guess", 10+i)
+			mu.Lock()
+			codes[resp.StatusCode]++
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if codes[401] != 1 || codes[429] != 19 {
+		t.Fatalf("20 concurrent guesses after 4 failures: %v; want one 401 (the fifth failure), the rest 429", codes)
+	}
+}
+
 // Behind a load balancer every client comes from its address: the login
 // limit per address must then count the client it forwards for, and only
 // when the balancer is trusted (else any client could write the header).
@@ -820,8 +873,9 @@ func (l *sharedLimits) Take(_ context.Context, name string, perMinute, burst int
 	return l.wait, l.err
 }
 
-func (l *sharedLimits) Peek(ctx context.Context, name string, perMinute, burst int) (time.Duration, error) {
-	return l.Take(ctx, "peek "+name, perMinute, burst)
+func (l *sharedLimits) Refund(ctx context.Context, name string, perMinute, burst int) error {
+	_, err := l.Take(ctx, "refund "+name, perMinute, burst)
+	return err
 }
 
 // With a shared limiter every replica spends one budget; when it fails
@@ -849,10 +903,11 @@ func TestAPIKeyRateLimitShared(t *testing.T) {
 	if ra := resp.Header.Get("Retry-After"); ra != "2" {
 		t.Fatalf("Retry-After %q, want 2 (1.5 s rounded up)", ra)
 	}
-	// The login spent the address's shared budget and asked whether the
-	// username is locked; each request spent the key's.
+	// The login spent the address's shared budget and one of the
+	// username's failures, which it gave back once the password matched;
+	// each request spent the key's.
 	key1 := fmt.Sprintf("key:%d 2/min burst 2", id)
-	if want := []string{"login:127.0.0.1 10/min burst 10", "peek loginfail:alice 3/min burst 5", key1, key1}; !slices.Equal(limits.calls, want) {
+	if want := []string{"login:127.0.0.1 10/min burst 10", "loginfail:alice 3/min burst 5", "refund loginfail:alice 3/min burst 5", key1, key1}; !slices.Equal(limits.calls, want) {
 		t.Fatalf("shared limiter calls %q, want %q", limits.calls, want)
 	}
 

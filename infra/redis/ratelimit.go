@@ -12,8 +12,9 @@ import (
 // bucket, the theoretical arrival time of the next request, kept by Redis's
 // own clock so that replicas with skewed clocks agree. A bucket allows
 // burst requests at once, then one every 60s/perMinute. KEYS[1]: the
-// bucket. ARGV: requests per minute, burst. Returns 0 when the request is
-// allowed (and counted), else the milliseconds to wait (not counted).
+// bucket. ARGV: requests per minute, burst, and 1 to spend a request or -1
+// to give one back. Returns 0 when the request is allowed (and counted),
+// else the milliseconds to wait (not counted); a refund returns 0.
 var limitScript = goredis.NewScript(`
 local interval = 60000 / tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
@@ -23,12 +24,18 @@ local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then
   tat = now
 end
+if ARGV[3] == '-1' then
+  tat = tat - interval
+  if tat <= now then
+    redis.call('DEL', KEYS[1])
+  else
+    redis.call('SET', KEYS[1], tostring(tat), 'PX', math.ceil(tat - now) + 1000)
+  end
+  return 0
+end
 local allowed_at = tat + interval - burst * interval
 if allowed_at > now then
   return math.ceil(allowed_at - now)
-end
-if ARGV[3] == '0' then
-  return 0
 end
 tat = tat + interval
 redis.call('SET', KEYS[1], tostring(tat), 'PX', math.ceil(tat - now) + 1000)
@@ -58,10 +65,11 @@ func (l *RateLimiter) Take(ctx context.Context, name string, perMinute, burst in
 	return l.run(ctx, name, perMinute, burst, 1)
 }
 
-// Peek returns how long to wait before the named budget allows a request,
-// spending nothing.
-func (l *RateLimiter) Peek(ctx context.Context, name string, perMinute, burst int) (time.Duration, error) {
-	return l.run(ctx, name, perMinute, burst, 0)
+// Refund gives back one request that Take spent, as if it had not been
+// made (a login that turned out to succeed).
+func (l *RateLimiter) Refund(ctx context.Context, name string, perMinute, burst int) error {
+	_, err := l.run(ctx, name, perMinute, burst, -1)
+	return err
 }
 
 func (l *RateLimiter) run(ctx context.Context, name string, perMinute, burst, spend int) (time.Duration, error) {

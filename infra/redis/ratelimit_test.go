@@ -39,16 +39,29 @@ func TestRateLimiter(t *testing.T) {
 	if again := take(r1, "key:1"); again <= 0 {
 		t.Fatalf("a refused request was counted: the next one waits %v", again)
 	}
-	if peek, err := r2.Peek(ctx, "key:1", 120, 3); err != nil || peek <= 0 {
-		t.Fatalf("Peek on a spent budget = %v, %v; want a wait", peek, err)
+	// A refund gives back what a Take spent, on any replica, and no more:
+	// refunds beyond the budget do not raise it.
+	if w := take(r2, "key:4"); w != 0 {
+		t.Fatalf("a fresh budget waits %v", w)
 	}
-	for range 5 { // asking spends nothing
-		if peek, err := r2.Peek(ctx, "key:4", 120, 1); err != nil || peek != 0 {
-			t.Fatalf("Peek on a fresh budget = %v, %v", peek, err)
+	for range 3 {
+		if err := r1.Refund(ctx, "key:4", 120, 3); err != nil {
+			t.Fatal(err)
 		}
 	}
-	if w := take(r2, "key:4"); w != 0 {
-		t.Fatalf("the first request after five peeks waits %v", w)
+	for i := range 3 {
+		if w := take(r2, "key:4"); w != 0 {
+			t.Fatalf("request %d after refunds waits %v", i+1, w)
+		}
+	}
+	if w := take(r1, "key:4"); w <= 0 {
+		t.Fatal("refunds raised the budget above its burst")
+	}
+	if err := r2.Refund(ctx, "key:4", 120, 3); err != nil {
+		t.Fatal(err)
+	}
+	if w := take(r1, "key:4"); w != 0 {
+		t.Fatalf("after a refund of a spent budget the request waits %v", w)
 	}
 	if w := take(r1, "key:2"); w != 0 {
 		t.Fatalf("another budget waits %v", w)
