@@ -151,6 +151,18 @@ func (h *Handler) requireAPIKey(d dialect, next http.Handler) http.Handler {
 	})
 }
 
+// adminIfUser refuses a logged-in user who is not an admin, where one
+// stands in for an API key (requireAPIKey); keys and open deployments pass.
+func (h *Handler) adminIfUser(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if p := principalFrom(r.Context()); p != nil && p.Role != account.RoleAdmin {
+			writeError(w, ollamaDialect, http.StatusForbidden, "admin role required")
+			return
+		}
+		next(w, r)
+	}
+}
+
 // admitKey decides whether a request may go on, and as whom. It returns
 // the API key's id (0 for none) and the request to serve, which carries
 // the logged-in user when one stands in for a key; when ok is false it has

@@ -843,6 +843,34 @@ func TestAPIKeysRequired(t *testing.T) {
 		resp, got := e.do("GET", "/api/tags", "", "Cookie", c.Name+"="+c.Value)
 		expect(t, resp, got, 200, `llama3`)
 	})
+	t.Run("ErrViewerChangesModels", func(t *testing.T) {
+		// A viewer standing in for a key may use models, not change them.
+		e.user("victor", account.RoleViewer, "viewer pass")
+		viewer, _ := e.login("victor", "viewer pass")
+		auth := []string{"Authorization", "Bearer " + viewer}
+		resp, got := e.do("POST", "/api/chat", chatBody, auth...)
+		expect(t, resp, got, 200, `"done":true`)
+		resp, got = e.do("HEAD", "/api/blobs/sha256:"+strings.Repeat("0", 64), "", auth...)
+		if resp.StatusCode == 401 || resp.StatusCode == 403 {
+			t.Fatalf("a viewer's blob check: %d %s", resp.StatusCode, got)
+		}
+		for _, c := range [][3]string{
+			{"POST", "/api/pull", `{"model":"llama3","stream":false}`},
+			{"DELETE", "/api/delete", `{"model":"llama3"}`},
+			{"POST", "/api/copy", `{"source":"llama3","destination":"mine"}`},
+			{"POST", "/api/create", `{"model":"mine","from":"llama3"}`},
+			{"POST", "/api/push", `{"model":"llama3"}`},
+			{"POST", "/api/blobs/sha256:" + strings.Repeat("0", 64), "x"},
+		} {
+			resp, got := e.do(c[0], c[1], c[2], auth...)
+			expect(t, resp, got, 403, `{"error":"admin role required"}`)
+		}
+		// An admin may, as a key may.
+		resp, got = e.do("POST", "/api/copy", `{"source":"llama3","destination":"mine"}`, "Authorization", "Bearer "+admin)
+		expect(t, resp, got, 200, "")
+		resp, got = e.do("POST", "/api/copy", `{"source":"llama3","destination":"mine2"}`, "Authorization", "Bearer "+key)
+		expect(t, resp, got, 200, "")
+	})
 	t.Run("ErrRevoked", func(t *testing.T) {
 		resp, got := e.do("DELETE", "/api/keys/"+strconv.FormatInt(id, 10), "", "Authorization", "Bearer "+admin)
 		if resp.StatusCode != 204 {

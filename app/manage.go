@@ -87,15 +87,18 @@ func (h *Handler) manageRoutes(mux *routeMux) {
 	// disk; here it needs an admin.
 	mux.Handle("POST /api/proxy/pull", admin(h.handleProxyPull))
 
+	// Like inference, these take an API key, or a logged-in user in its
+	// place; as they change the models on every node, that user must be an
+	// admin (viewers are read-only here as everywhere).
 	ollama := func(pattern string, hf http.HandlerFunc) {
-		mux.Handle(pattern, h.requireAPIKey(ollamaDialect, hf))
+		mux.Handle(pattern, h.requireAPIKey(ollamaDialect, h.adminIfUser(hf)))
 	}
 	ollama("POST /api/pull", h.handlePull)
 	ollama("DELETE /api/delete", h.handleDelete)
 	ollama("POST /api/copy", h.handleCopy)
 	ollama("POST /api/create", h.handleCreate)
 	ollama("POST /api/push", h.proxy(route{upstream: "/api/push", streams: true}))
-	ollama("HEAD /api/blobs/{digest}", h.handleBlobHead)
+	mux.Handle("HEAD /api/blobs/{digest}", h.requireAPIKey(ollamaDialect, http.HandlerFunc(h.handleBlobHead)))
 	ollama("POST /api/blobs/{digest}", h.handleBlobUpload)
 }
 
