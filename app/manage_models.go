@@ -238,6 +238,10 @@ func (h *Handler) handleCreate(w http.ResponseWriter, r *http.Request) {
 // handleBlobHead is HEAD /api/blobs/{digest}: 200 only when every healthy
 // node has the blob, so that a client uploads it when any lacks it.
 func (h *Handler) handleBlobHead(w http.ResponseWriter, r *http.Request) {
+	if !validDigest(r.PathValue("digest")) {
+		w.WriteHeader(http.StatusBadRequest) // a HEAD answer has no body
+		return
+	}
 	targets := h.healthyTargets(r.Context(), "")
 	if len(targets) == 0 {
 		w.WriteHeader(http.StatusServiceUnavailable)
@@ -262,6 +266,10 @@ func (h *Handler) handleBlobHead(w http.ResponseWriter, r *http.Request) {
 // itself. 201 when every node stored it (200 when all had it already); a
 // node that fails fails the upload, naming it, so the client retries.
 func (h *Handler) handleBlobUpload(w http.ResponseWriter, r *http.Request) {
+	if !validDigest(r.PathValue("digest")) {
+		writeError(w, ollamaDialect, http.StatusBadRequest, errInvalidDigest)
+		return
+	}
 	targets := h.healthyTargets(r.Context(), "")
 	if len(targets) == 0 {
 		writeError(w, ollamaDialect, http.StatusServiceUnavailable, fleet.ErrNoCandidate.Error())
@@ -361,4 +369,27 @@ func copyToAll(ws []*io.PipeWriter, src io.Reader) error {
 			return err
 		}
 	}
+}
+
+// errInvalidDigest is Ollama's answer to a blob path that is not a digest.
+const errInvalidDigest = "invalid digest format"
+
+// validDigest reports whether s is a blob digest as Ollama accepts it
+// ("sha256:" or "sha256-" and 64 hex digits). Anything else is refused
+// before it is put in a node's URL: the path value is decoded, so
+// "..%2F..%2Fapi%2Fdelete" would reach the node as another route.
+func validDigest(s string) bool {
+	hex, ok := strings.CutPrefix(s, "sha256:")
+	if !ok {
+		hex, ok = strings.CutPrefix(s, "sha256-")
+	}
+	if !ok || len(hex) != 64 {
+		return false
+	}
+	for _, c := range []byte(hex) {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
 }

@@ -339,6 +339,28 @@ func TestOllamaModelManagement(t *testing.T) {
 			t.Fatalf("mismatch: %d %s", resp.StatusCode, body)
 		}
 
+		// What is not a digest is refused before any node sees it (the
+		// path value is decoded: the first would be /api/delete behind a
+		// proxy that cleans paths), as Ollama refuses it; the fake node
+		// knows no such message.
+		for _, bad := range []string{"..%2F..%2Fapi%2Fdelete", "sha256:" + strings.Repeat("0", 63), "md5:" + strings.Repeat("0", 64)} {
+			req, _ = http.NewRequest("POST", e.srv.URL+"/api/blobs/"+bad, bytes.NewReader(data))
+			resp, err = testClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if body := readAll(t, resp); resp.StatusCode != 400 || body != `{"error":"invalid digest format"}`+"\n" {
+				t.Fatalf("POST of %s: %d %q", bad, resp.StatusCode, body)
+			}
+			if status, _ := e.do("HEAD", "/api/blobs/"+bad, ""); status != 400 {
+				t.Fatalf("HEAD of %s: %d", bad, status)
+			}
+			decoded, _ := url.PathUnescape(bad)
+			if n := a.Requests("/api/blobs/"+decoded) + b.Requests("/api/blobs/"+decoded); n != 0 {
+				t.Fatalf("%s reached the nodes %d times", bad, n)
+			}
+		}
+
 		var statuses []string
 		err = client.Create(ctx, &api.CreateRequest{Model: "mine", Files: map[string]string{"model.gguf": digest}}, func(p api.ProgressResponse) error {
 			statuses = append(statuses, p.Status)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -150,5 +152,32 @@ func TestPassThroughANodeStoreOutage(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "node store unavailable"); n != 1 {
 		t.Fatalf("%d warnings over two passes, want one per outage:\n%s", n, logs)
+	}
+}
+
+// A node that redirects its checks elsewhere is not followed there: the
+// worker would fetch, and publish, what an address outside the networks
+// nodes may use answers.
+func TestProbeFollowsNoRedirect(t *testing.T) {
+	elsewhere := fakeollama.Start(t, fakeollama.Options{Models: []string{"internal-only:latest"}})
+	node := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, elsewhere.URL()+r.URL.Path, http.StatusFound)
+	}))
+	t.Cleanup(node.Close)
+	board := memory.NewStatusBoard()
+	w, err := worker.New(worker.Config{Rise: 1, Fall: 1, ProbeTimeout: time.Second},
+		nodeList{{ID: 1, Name: "a", BaseURL: node.URL, Enabled: true}}, board, nil, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	statuses, _ := board.Statuses(context.Background())
+	if len(statuses) != 1 || statuses[0].Healthy || len(statuses[0].Models) != 0 || !strings.Contains(statuses[0].Reason, "302") {
+		t.Fatalf("statuses %+v; want the node down with HTTP 302 and no models", statuses)
+	}
+	if n := elsewhere.TotalRequests(); n != 0 {
+		t.Fatalf("the redirect target got %d requests", n)
 	}
 }

@@ -78,7 +78,7 @@ func New(cfg Config, nodes NodeLister, store StatusStore, lock Lock, client *htt
 			MaxIdleConnsPerHost: 2,
 			IdleConnTimeout:     5 * time.Minute,
 			Proxy:               nil,
-		}}
+		}, CheckRedirect: noRedirects}
 	}
 	return &Worker{cfg: cfg, nodes: nodes, store: store, lock: lock, client: client, log: log, now: time.Now}, nil
 }
@@ -318,3 +318,9 @@ func (w *Worker) get(ctx context.Context, url string, into any) (int, error) {
 	}
 	return resp.StatusCode, nil
 }
+
+// noRedirects makes a client return a redirect as the answer. A node is
+// probed where it is: following a redirect would let a node send the
+// checks, and publish what they fetch (its model list), to an address
+// outside the networks nodes may use (--node-allow-cidr).
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }

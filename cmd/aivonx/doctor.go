@@ -208,7 +208,9 @@ func runDoctor(c *cli.Context) error {
 	if nodesRead && len(nodes) == 0 {
 		d.warn("nodes", "no node configured", "add one: aivonx nodes add http://HOST:11434 (or POST /api/proxy/nodes)")
 	}
-	client := &http.Client{Timeout: d.timeout, Transport: &http.Transport{Proxy: nil}}
+	// Redirects are not followed, as the worker follows none.
+	client := &http.Client{Timeout: d.timeout, Transport: &http.Transport{Proxy: nil},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	for _, n := range nodes {
 		d.probeNode(c.Context, client, n)
 	}
