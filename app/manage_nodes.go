@@ -395,7 +395,15 @@ func (h *Handler) applyNodeInput(w http.ResponseWriter, r *http.Request, n *flee
 	case hasAddr:
 		raw, urlField = address, "address"
 	case port != 0 && n.BaseURL != "":
-		raw = n.BaseURL // a new port for the current address
+		// A new port for the current address: the stored URL always has
+		// one, which withPort would keep.
+		u, err := url.Parse(n.BaseURL)
+		if err != nil {
+			fe.add("port", "cannot be set on the stored URL: "+err.Error())
+			break
+		}
+		u.Host = net.JoinHostPort(u.Hostname(), strconv.Itoa(port))
+		raw = u.String()
 	}
 	if len(fe) > 0 {
 		writeFieldErrors(w, fe)

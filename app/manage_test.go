@@ -240,6 +240,12 @@ func TestNodeCRUD(t *testing.T) {
 			t.Fatalf("round trip = %v", n)
 		}
 		e.expect("PATCH", "/api/proxy/nodes/"+id, `{"name":"gpu-b"}`, 200)
+		// A port alone moves the node to that port of its address.
+		host, _, _ := strings.Cut(strings.TrimPrefix(b.URL(), "http://"), ":")
+		if n := e.expect("PATCH", "/api/proxy/nodes/"+id, `{"port":1}`, 200); n["base_url"] != "http://"+host+":1" || n["port"] != 1.0 {
+			t.Fatalf("PATCH of the port alone: %v", n)
+		}
+		e.expect("PATCH", "/api/proxy/nodes/"+id, `{"base_url":"`+b.URL()+`"}`, 200)
 	})
 
 	t.Run("PutReplaces", func(t *testing.T) {
