@@ -326,8 +326,8 @@ func runUsersList(c *cli.Context) error {
 }
 
 func findUser(c *cli.Context, store app.AccountStore) (account.User, error) {
-	if c.NArg() != 1 {
-		return account.User{}, fmt.Errorf("usage: aivonx users %s USERNAME|ID", c.Command.Name)
+	if err := oneUserArg(c); err != nil {
+		return account.User{}, err
 	}
 	ref := c.Args().First()
 	if id, err := strconv.ParseInt(ref, 10, 64); err == nil {
@@ -338,9 +338,19 @@ func findUser(c *cli.Context, store app.AccountStore) (account.User, error) {
 	return store.UserByName(c.Context, ref)
 }
 
+func oneUserArg(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return fmt.Errorf("usage: aivonx users %s USERNAME|ID", c.Command.Name)
+	}
+	return nil
+}
+
 // withUser opens the account store and finds the user the command names
 // (USERNAME|ID) for do.
 func withUser(c *cli.Context, do func(app.AccountStore, account.User) error) error {
+	if err := oneUserArg(c); err != nil {
+		return err // before the store is opened, or created where there was none
+	}
 	store, closeStore, err := openAccounts(c)
 	if err != nil {
 		return err

@@ -289,3 +289,53 @@ func TestCLINotesANewStore(t *testing.T) {
 		t.Fatalf("second run's stderr %q; want nothing", note)
 	}
 }
+
+// A name that two nodes share is refused, naming both, rather than acting
+// on whichever comes first.
+func TestNodesCLIAmbiguousName(t *testing.T) {
+	t.Setenv("DATABASE_URL", "")
+	t.Setenv("AIVONX_DATABASE_URL", "")
+	t.Setenv("DATABASE_URL_FILE", "")
+	dir := t.TempDir()
+	for _, u := range []string{"http://10.0.0.1:11434", "http://10.0.0.2:11434"} {
+		if _, err := runCLI(t, "", "nodes", "add", "--data-dir", dir, "--name", "dup", u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, verb := range []string{"disable", "rm"} {
+		_, err := runCLI(t, "", "nodes", verb, "--data-dir", dir, "dup")
+		if err == nil || !strings.Contains(err.Error(), `2 nodes are named "dup": 1 (http://10.0.0.1:11434), 2 (http://10.0.0.2:11434)`) {
+			t.Fatalf("nodes %s dup: %v", verb, err)
+		}
+	}
+	if _, err := runCLI(t, "", "nodes", "disable", "--data-dir", dir, "http://10.0.0.2:11434"); err != nil {
+		t.Fatalf("by URL: %v", err)
+	}
+	store, err := sqlite.Open(context.Background(), dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	nodes, _ := store.Nodes(context.Background())
+	if len(nodes) != 2 || !nodes[0].Enabled || nodes[1].Enabled {
+		t.Fatalf("nodes %+v; want both kept, only the second disabled", nodes)
+	}
+}
+
+// A command without the user it needs says so before it opens, and so
+// creates, a store.
+func TestUsersCLIUsageBeforeStore(t *testing.T) {
+	t.Setenv("DATABASE_URL", "")
+	t.Setenv("AIVONX_DATABASE_URL", "")
+	t.Setenv("DATABASE_URL_FILE", "")
+	dir := filepath.Join(t.TempDir(), "data")
+	for _, verb := range []string{"rm", "logout"} {
+		_, err := runCLI(t, "", "users", verb, "--data-dir", dir)
+		if err == nil || !strings.Contains(err.Error(), "usage: aivonx users "+verb+" USERNAME|ID") {
+			t.Fatalf("users %s without a user: %v", verb, err)
+		}
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the data dir was created: %v", err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -102,7 +103,8 @@ func runNodesEdit(enabled *bool) cli.ActionFunc {
 }
 
 // findNode resolves an ID, a base URL (in any form NormalizeURL accepts) or
-// a name.
+// a name. Names need not be unique: a name that several nodes have is
+// refused, with their IDs, rather than acting on one of them.
 func findNode(c *cli.Context, store nodeStore, ref string) (fleet.Node, error) {
 	if id, err := strconv.ParseInt(ref, 10, 64); err == nil {
 		return store.Node(c.Context, id)
@@ -112,10 +114,24 @@ func findNode(c *cli.Context, store nodeStore, ref string) (fleet.Node, error) {
 		return fleet.Node{}, err
 	}
 	norm, _ := fleet.NormalizeURL(ref)
+	var named []fleet.Node
 	for _, n := range nodes {
-		if n.BaseURL == norm || n.Name == ref {
-			return n, nil
+		if n.BaseURL == norm {
+			return n, nil // URLs are unique
+		}
+		if n.Name == ref {
+			named = append(named, n)
 		}
 	}
-	return fleet.Node{}, fmt.Errorf("node %q: %w", ref, fleet.ErrNotFound)
+	switch len(named) {
+	case 0:
+		return fleet.Node{}, fmt.Errorf("node %q: %w", ref, fleet.ErrNotFound)
+	case 1:
+		return named[0], nil
+	}
+	ids := make([]string, len(named))
+	for i, n := range named {
+		ids[i] = strconv.FormatInt(n.ID, 10) + " (" + n.BaseURL + ")"
+	}
+	return fleet.Node{}, fmt.Errorf("%d nodes are named %q: %s; give the ID or the URL", len(named), ref, strings.Join(ids, ", "))
 }
