@@ -179,7 +179,8 @@ type Handler struct {
 	endWaits context.CancelFunc
 }
 
-// New builds the handler. It does no I/O; the first request reads the fleet.
+// New builds the handler. It does no I/O; the first request, or Warm,
+// reads the fleet.
 func New(cfg Config, deps Deps) (*Handler, error) {
 	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
@@ -212,6 +213,15 @@ func New(cfg Config, deps Deps) (*Handler, error) {
 	h.mux = h.routes()
 	h.router = h.withCORS(h.mux)
 	return h, nil
+}
+
+// Warm reads the fleet now, as the first request would, and reports what
+// could not be read. A replica that reads it at start routes from memory
+// through a later outage of its store even before its first request: else
+// it would meet the outage with nothing to route by.
+func (h *Handler) Warm(ctx context.Context) error {
+	v := h.view.get(ctx, h.now())
+	return errors.Join(v.storeErr, v.statusErr)
 }
 
 // ServeHTTP implements http.Handler.

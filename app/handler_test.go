@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -826,5 +828,58 @@ func TestRequestBodyIdleTimeout(t *testing.T) {
 	body := readAll(t, resp)
 	if resp.StatusCode != 200 || strings.Count(body, "\n") != 5 || !strings.Contains(body, `"done":true`) {
 		t.Fatalf("steady body, long stream → %d %q; want the whole stream", resp.StatusCode, body)
+	}
+}
+
+// downStore is a fleet store that can stop answering, as Postgres in an
+// outage.
+type downStore struct {
+	*staticStore
+	down atomic.Bool
+}
+
+func (s *downStore) Nodes(ctx context.Context) ([]fleet.Node, error) {
+	if s.down.Load() {
+		return nil, fmt.Errorf("read nodes: %w", fleet.ErrUnavailable)
+	}
+	return s.staticStore.Nodes(ctx)
+}
+
+// A replica that read the fleet at start (Warm) routes from memory through
+// a store outage that begins before its first request; without it, it
+// would have nothing to route by.
+func TestWarmBeforeAStoreOutage(t *testing.T) {
+	node := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+	board := memory.NewStatusBoard()
+	log := slog.New(slog.DiscardHandler)
+	for _, warm := range []bool{true, false} {
+		store := &downStore{staticStore: &staticStore{settings: fleet.DefaultSettings(),
+			nodes: []fleet.Node{{ID: 1, Name: "nodeA", BaseURL: node.URL(), Enabled: true}}}}
+		w, err := worker.New(worker.Config{Rise: 1, Fall: 1, ProbeTimeout: time.Second}, store, board, nil, nil, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.RunOnce(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		h, err := app.New(app.Config{RefreshEvery: time.Millisecond}, app.Deps{Fleet: store, Statuses: board, InFlight: memory.NewInFlight(), Log: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if warm {
+			if err := h.Warm(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		store.down.Store(true)
+		time.Sleep(5 * time.Millisecond) // the view is too old to use without a refresh
+		if err := h.Warm(context.Background()); !errors.Is(err, fleet.ErrUnavailable) {
+			t.Fatalf("Warm with the store down = %v; want it to say so", err)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("POST", "/api/chat", strings.NewReader(`{"model":"llama3","stream":false}`)))
+		if want := map[bool]int{true: 200, false: 503}[warm]; rec.Code != want {
+			t.Fatalf("warmed %t: chat during the outage answered %d %s; want %d", warm, rec.Code, rec.Body, want)
+		}
 	}
 }

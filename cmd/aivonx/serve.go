@@ -128,6 +128,7 @@ func runServe(c *cli.Context) error {
 		// scheduled worker function through Redis and Postgres. The batches
 		// kept since the last flush are written when Lambda's SIGTERM ends
 		// ctx, as at the end of a server's life.
+		warm(ctx, h, log)
 		err := startLambda(ctx, h, c.String("lambda-front"))
 		flushAtExit(b, h, log)
 		return err
@@ -143,12 +144,21 @@ func runServe(c *cli.Context) error {
 		stop := w.Schedule(ctx, c.Duration(healthEveryFlag.Name))
 		defer stop()
 	}
+	warm(ctx, h, log) // after the first pass: the view holds its statuses
 	if addr := c.String("pprof-addr"); addr != "" {
 		go servePprof(addr, log)
 	}
 	err = listen(ctx, c, h, app.ServerHeaderBytes(cfg), log)
 	flushAtExit(b, h, log)
 	return err
+}
+
+// warm reads the fleet before the first request, so that a replica can
+// route from memory through a store outage that begins before it served.
+func warm(ctx context.Context, h *app.Handler, log *slog.Logger) {
+	if err := h.Warm(ctx); err != nil {
+		log.Warn("the fleet could not be read at start; requests will read it again", "err", err.Error())
+	}
 }
 
 // flushAtExit writes what the process still holds in memory: the release
