@@ -215,12 +215,15 @@ func New(cfg Config, deps Deps) (*Handler, error) {
 	return h, nil
 }
 
-// Warm reads the fleet now, as the first request would, and reports what
-// could not be read. A replica that reads it at start routes from memory
-// through a later outage of its store even before its first request: else
-// it would meet the outage with nothing to route by.
+// Warm reads the fleet now and reports what could not be read. A replica
+// that reads it at start routes from memory through a later outage of its
+// store even before its first request: else it would meet the outage with
+// nothing to route by. The first request still reads the fleet again, as
+// it would have without Warm: statuses may have changed since (a worker's
+// first pass).
 func (h *Handler) Warm(ctx context.Context) error {
 	v := h.view.get(ctx, h.now())
+	h.view.invalidate()
 	return errors.Join(v.storeErr, v.statusErr)
 }
 
