@@ -70,9 +70,12 @@ func jsonKind(k reflect.Kind) string {
 // says what was not found, in the node API's words, rather than the
 // store's wrapped error.
 func writeAccountErr(w http.ResponseWriter, r *http.Request, what string, id int64, err error) {
-	if errors.Is(err, fleet.ErrNotFound) {
+	switch {
+	case errors.Is(err, fleet.ErrNotFound):
 		writeError(w, ollamaDialect, http.StatusNotFound, what+" not found: "+strconv.FormatInt(id, 10))
 		return
+	case errors.Is(err, account.ErrLastAdmin):
+		err = &accountConflict{"the last admin cannot be removed or demoted"}
 	}
 	writeErr(w, r, ollamaDialect, err)
 }
@@ -155,10 +158,7 @@ func (h *Handler) handleUserUpdate(w http.ResponseWriter, r *http.Request) {
 			writeErr(w, r, ollamaDialect, err)
 			return
 		}
-		if u.Role == account.RoleAdmin && role != account.RoleAdmin && !h.otherAdmin(w, r, id) {
-			return
-		}
-		u.Role = role
+		u.Role = role // the store keeps the last admin (account.ErrLastAdmin)
 	}
 	if body.Password != nil {
 		if u.PasswordHash, err = account.HashPassword(*body.Password); err != nil {
@@ -187,9 +187,6 @@ func (h *Handler) handleUserDelete(w http.ResponseWriter, r *http.Request) {
 		writeAccountErr(w, r, "user", id, err)
 		return
 	}
-	if u.Role == account.RoleAdmin && !h.otherAdmin(w, r, id) {
-		return
-	}
 	if err := st.store.DeleteUser(r.Context(), id); err != nil {
 		writeAccountErr(w, r, "user", id, err)
 		return
@@ -198,24 +195,6 @@ func (h *Handler) handleUserDelete(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// otherAdmin reports whether an admin other than id exists; when none does
-// it answers 409 itself, so that the deployment keeps an admin.
-func (h *Handler) otherAdmin(w http.ResponseWriter, r *http.Request, id int64) bool {
-	users, err := h.ext.auth.store.Users(r.Context())
-	if err != nil {
-		writeErr(w, r, ollamaDialect, err)
-		return false
-	}
-	for _, u := range users {
-		if u.Role == account.RoleAdmin && u.ID != id {
-			return true
-		}
-	}
-	writeErr(w, r, ollamaDialect, &accountConflict{"the last admin cannot be removed or demoted"})
-	return false
-}
-
-// accountConflict is a 409 with a message of its own.
 type accountConflict struct{ msg string }
 
 func (e *accountConflict) Error() string        { return e.msg }

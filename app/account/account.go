@@ -4,9 +4,10 @@
 // package fleet it never imports the handler or a driver, so a store can
 // return its types without importing app.
 //
-// Errors: stores return fleet.ErrNotFound for a missing user or key and
-// fleet.ErrConflict for a taken username; the functions here return a
-// *fleet.ValidationError for bad input.
+// Errors: stores return fleet.ErrNotFound for a missing user or key,
+// fleet.ErrConflict for a taken username and ErrLastAdmin for a write that
+// would leave no admin; the functions here return a *fleet.ValidationError
+// for bad input.
 package account
 
 import (
@@ -23,6 +24,12 @@ import (
 
 	"github.com/aivonx/aivonx/app/fleet"
 )
+
+// ErrLastAdmin is what a store returns when an update or a delete would
+// leave no admin; it matches fleet.ErrConflict. Stores check it in the
+// same transaction as the write, so that two admins demoting each other
+// at once cannot both succeed.
+var ErrLastAdmin = fmt.Errorf("%w: the last admin cannot be removed or demoted", fleet.ErrConflict)
 
 // Role is what a user may do.
 type Role string

@@ -365,22 +365,11 @@ func withUser(c *cli.Context, do func(app.AccountStore, account.User) error) err
 
 func runUsersRm(c *cli.Context) error {
 	return withUser(c, func(store app.AccountStore, u account.User) error {
-		if u.Role == account.RoleAdmin {
-			users, err := store.Users(c.Context)
-			if err != nil {
-				return err
-			}
-			others := 0
-			for _, o := range users {
-				if o.Role == account.RoleAdmin && o.ID != u.ID {
-					others++
-				}
-			}
-			if others == 0 {
-				return fmt.Errorf("%s is the last admin; create another admin first", u.Username)
-			}
+		err := store.DeleteUser(c.Context, u.ID) // the store keeps the last admin
+		if errors.Is(err, account.ErrLastAdmin) {
+			return fmt.Errorf("%s is the last admin; create another admin first", u.Username)
 		}
-		if err := store.DeleteUser(c.Context, u.ID); err != nil {
+		if err != nil {
 			return err
 		}
 		fmt.Fprintf(c.App.Writer, "deleted user %d (%s)\n", u.ID, u.Username)

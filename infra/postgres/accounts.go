@@ -83,21 +83,63 @@ func (s *Store) UpdateUser(ctx context.Context, u account.User) (account.User, e
 	if err := u.Validate(); err != nil {
 		return account.User{}, err
 	}
-	const q = `UPDATE users SET password_hash = $2, role = $3, updated_at = now() WHERE id = $1 RETURNING ` + userColumns
-	return s.oneUser(ctx, fmt.Sprintf("update user %d", u.ID), "", q, u.ID, u.PasswordHash, string(u.Role))
+	op := fmt.Sprintf("update user %d", u.ID)
+	var out account.User
+	err := s.keepingAdmin(ctx, op, u.ID, u.Role != account.RoleAdmin, func(tx pgx.Tx) (int64, error) {
+		rows, err := tx.Query(ctx, `UPDATE users SET password_hash = $2, role = $3, updated_at = now() WHERE id = $1 RETURNING `+userColumns,
+			u.ID, u.PasswordHash, string(u.Role))
+		if err != nil {
+			return 0, err
+		}
+		users, err := pgx.CollectRows(rows, pgx.RowToStructByName[userRow])
+		if len(users) == 1 {
+			out = users[0].user()
+		}
+		return int64(len(users)), err
+	})
+	return out, err
 }
 
-// DeleteUser deletes a user, or returns an error matching fleet.ErrNotFound.
+// DeleteUser deletes a user, or returns an error matching fleet.ErrNotFound
+// (or account.ErrLastAdmin for the last admin).
 func (s *Store) DeleteUser(ctx context.Context, id int64) error {
-	op := fmt.Sprintf("delete user %d", id)
-	tag, err := s.pool.Exec(ctx, `DELETE FROM users WHERE id = $1`, id)
+	return s.keepingAdmin(ctx, fmt.Sprintf("delete user %d", id), id, true, func(tx pgx.Tx) (int64, error) {
+		tag, err := tx.Exec(ctx, `DELETE FROM users WHERE id = $1`, id)
+		return tag.RowsAffected(), err
+	})
+}
+
+// keepingAdmin runs write on user id in one transaction with the check
+// that, when write takes the admin role from id (removes), another admin
+// stays. The admins' rows are locked first: under READ COMMITTED two
+// admins demoting each other at once would each still see the other.
+func (s *Store) keepingAdmin(ctx context.Context, op string, id int64, removes bool, write func(pgx.Tx) (int64, error)) error {
+	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return translate(op, err, "")
 	}
-	if tag.RowsAffected() == 0 {
+	defer tx.Rollback(ctx)
+	if removes {
+		rows, err := tx.Query(ctx, `SELECT id FROM users WHERE role = 'admin' ORDER BY id FOR UPDATE`)
+		if err != nil {
+			return translate(op, err, "")
+		}
+		admins, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			return translate(op, err, "")
+		}
+		if len(admins) == 1 && admins[0] == id {
+			return fmt.Errorf("%s: %w", op, account.ErrLastAdmin)
+		}
+	}
+	n, err := write(tx)
+	if err != nil {
+		return translate(op, err, "")
+	}
+	if n == 0 {
 		return translate(op, pgx.ErrNoRows, "")
 	}
-	return nil
+	return translate(op, tx.Commit(ctx), "")
 }
 
 // EndSessions increments the user's token epoch, or returns an error

@@ -108,28 +108,53 @@ func (s *Store) UpdateUser(ctx context.Context, u account.User) (account.User, e
 		return account.User{}, err
 	}
 	op := fmt.Sprintf("update user %d", u.ID)
-	res, err := s.db.ExecContext(ctx, `UPDATE users SET password_hash = ?, role = ?, updated_at = ? WHERE id = ?`,
-		u.PasswordHash, string(u.Role), fmtTime(time.Now()), u.ID)
+	err := s.keepingAdmin(ctx, op, u.ID, u.Role != account.RoleAdmin, func(tx *sql.Tx) (sql.Result, error) {
+		return tx.ExecContext(ctx, `UPDATE users SET password_hash = ?, role = ?, updated_at = ? WHERE id = ?`,
+			u.PasswordHash, string(u.Role), fmtTime(time.Now()), u.ID)
+	})
 	if err != nil {
-		return account.User{}, translateAccount(op, err, "")
-	}
-	if k, _ := res.RowsAffected(); k == 0 {
-		return account.User{}, translateAccount(op, sql.ErrNoRows, "")
+		return account.User{}, err
 	}
 	return s.User(ctx, u.ID)
 }
 
-// DeleteUser deletes a user, or returns an error matching fleet.ErrNotFound.
+// DeleteUser deletes a user, or returns an error matching fleet.ErrNotFound
+// (or account.ErrLastAdmin for the last admin).
 func (s *Store) DeleteUser(ctx context.Context, id int64) error {
-	op := fmt.Sprintf("delete user %d", id)
-	res, err := s.db.ExecContext(ctx, `DELETE FROM users WHERE id = ?`, id)
+	return s.keepingAdmin(ctx, fmt.Sprintf("delete user %d", id), id, true, func(tx *sql.Tx) (sql.Result, error) {
+		return tx.ExecContext(ctx, `DELETE FROM users WHERE id = ?`, id)
+	})
+}
+
+// keepingAdmin runs write on user id in one transaction (immediate, so
+// writers take turns) with the check that, when write takes the admin role
+// from id (removes), another admin stays.
+func (s *Store) keepingAdmin(ctx context.Context, op string, id int64, removes bool, write func(*sql.Tx) (sql.Result, error)) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return translateAccount(op, err, "")
+	}
+	defer tx.Rollback()
+	if removes {
+		var others int
+		var isAdmin bool
+		err := tx.QueryRowContext(ctx, `SELECT
+			COALESCE(SUM(role = 'admin' AND id <> ?1), 0), COALESCE(MAX(role = 'admin' AND id = ?1), 0) FROM users`, id).Scan(&others, &isAdmin)
+		if err != nil {
+			return translateAccount(op, err, "")
+		}
+		if isAdmin && others == 0 {
+			return fmt.Errorf("%s: %w", op, account.ErrLastAdmin)
+		}
+	}
+	res, err := write(tx)
 	if err != nil {
 		return translateAccount(op, err, "")
 	}
 	if k, _ := res.RowsAffected(); k == 0 {
 		return translateAccount(op, sql.ErrNoRows, "")
 	}
-	return nil
+	return translateAccount(op, tx.Commit(), "")
 }
 
 // EndSessions increments the user's token epoch, or returns an error

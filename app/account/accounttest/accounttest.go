@@ -165,6 +165,44 @@ func testUsers(t *testing.T, s Store) {
 			t.Fatal(err)
 		}
 	})
+	t.Run("ErrLastAdmin", func(t *testing.T) {
+		alice, _ := s.User(ctx, alice.ID)
+		viewer := alice
+		viewer.Role = account.RoleViewer
+		if _, err := s.UpdateUser(ctx, viewer); !errors.Is(err, account.ErrLastAdmin) || !errors.Is(err, fleet.ErrConflict) {
+			t.Fatalf("demoting the last admin = %v, want ErrLastAdmin", err)
+		}
+		if err := s.DeleteUser(ctx, alice.ID); !errors.Is(err, account.ErrLastAdmin) {
+			t.Fatalf("deleting the last admin = %v, want ErrLastAdmin", err)
+		}
+		if got, err := s.UpdateUser(ctx, alice); err != nil || got.Role != account.RoleAdmin {
+			t.Fatalf("the last admin's own update = %+v, %v", got, err)
+		}
+		// Two admins demoting each other at once: one wins, one admin stays.
+		carol, err := s.CreateUser(ctx, account.User{Username: "carol", Role: account.RoleAdmin, PasswordHash: "h"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for round := range 10 {
+			errs := make(chan error, 2)
+			for _, u := range []account.User{alice, carol} {
+				go func() {
+					u.Role = account.RoleViewer
+					_, err := s.UpdateUser(ctx, u)
+					errs <- err
+				}()
+			}
+			e1, e2 := <-errs, <-errs
+			if (e1 == nil) == (e2 == nil) || !errors.Is(errors.Join(e1, e2), account.ErrLastAdmin) {
+				t.Fatalf("round %d: concurrent demotions = %v, %v; want one to fail with ErrLastAdmin", round, e1, e2)
+			}
+			for _, u := range []account.User{alice, carol} {
+				if _, err := s.UpdateUser(ctx, u); err != nil { // both admins again
+					t.Fatal(err)
+				}
+			}
+		}
+	})
 }
 
 func testKeys(t *testing.T, s Store) {
