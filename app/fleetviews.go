@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,24 +31,46 @@ func (h *Handler) handleRoot(w http.ResponseWriter, r *http.Request) {
 }
 
 // unionModels merges the model lists of the routable nodes, one entry per
-// name (the most recently modified wins), sorted by name. Only routable
-// nodes count, so every listed model can be served.
-func unionModels(members []fleet.Member, list func(fleet.Status) []fleet.Model) []fleet.Model {
-	byName := make(map[string]fleet.Model)
+// name, in Ollama's order: the latest time first (by name when equal),
+// where the time is what orderBy reads, and the entry with the latest time
+// wins. Only routable nodes count, so every listed model can be served.
+func unionModels(members []fleet.Member, list func(fleet.Status) []fleet.Model, orderBy func(fleet.Model) string) []fleet.Model {
+	type entry struct {
+		m  fleet.Model
+		at time.Time
+	}
+	byName := make(map[string]entry)
 	for _, m := range members {
 		for _, model := range list(m.Status) {
-			if prev, ok := byName[model.Name]; !ok || model.ModifiedAt > prev.ModifiedAt {
-				byName[model.Name] = model
+			// Times are compared as times: nodes write them in their own
+			// zones.
+			at, _ := time.Parse(time.RFC3339Nano, orderBy(model))
+			if prev, ok := byName[model.Name]; !ok || at.After(prev.at) {
+				byName[model.Name] = entry{model, at}
 			}
 		}
 	}
-	out := make([]fleet.Model, 0, len(byName))
-	for _, m := range byName {
-		out = append(out, m)
+	entries := make([]entry, 0, len(byName))
+	for _, e := range byName {
+		entries = append(entries, e)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	slices.SortFunc(entries, func(a, b entry) int {
+		if c := b.at.Compare(a.at); c != 0 {
+			return c
+		}
+		return strings.Compare(a.m.Name, b.m.Name)
+	})
+	out := make([]fleet.Model, len(entries))
+	for i, e := range entries {
+		out[i] = e.m
+	}
 	return out
 }
+
+// Ollama lists models by modified_at, and loaded models by expires_at,
+// the latest first.
+func modifiedAt(m fleet.Model) string { return m.ModifiedAt }
+func expiresAt(m fleet.Model) string  { return m.ExpiresAt }
 
 func (h *Handler) routable(ctx context.Context) []fleet.Member {
 	return h.view.get(ctx, h.now()).snap.Routable(h.routing())
@@ -56,7 +78,7 @@ func (h *Handler) routable(ctx context.Context) []fleet.Member {
 
 // handleTags is GET /api/tags: the union of the healthy nodes' models.
 func (h *Handler) handleTags(w http.ResponseWriter, r *http.Request) {
-	models := unionModels(h.routable(r.Context()), func(s fleet.Status) []fleet.Model { return s.Models })
+	models := unionModels(h.routable(r.Context()), func(s fleet.Status) []fleet.Model { return s.Models }, modifiedAt)
 	writeJSON(w, http.StatusOK, map[string]any{"models": models})
 }
 
@@ -80,7 +102,7 @@ func (h *Handler) handlePS(w http.ResponseWriter, r *http.Request) {
 		}()
 	}
 	wg.Wait()
-	models := unionModels(live, func(s fleet.Status) []fleet.Model { return s.Loaded })
+	models := unionModels(live, func(s fleet.Status) []fleet.Model { return s.Loaded }, expiresAt)
 	writeJSON(w, http.StatusOK, map[string]any{"models": models})
 }
 
@@ -183,7 +205,7 @@ func toOpenAI(id string, m fleet.Model) openAIModel {
 
 // handleModels is GET /v1/models in OpenAI's shape.
 func (h *Handler) handleModels(w http.ResponseWriter, r *http.Request) {
-	models := unionModels(h.routable(r.Context()), func(s fleet.Status) []fleet.Model { return s.Models })
+	models := unionModels(h.routable(r.Context()), func(s fleet.Status) []fleet.Model { return s.Models }, modifiedAt)
 	data := make([]openAIModel, len(models))
 	for i, m := range models {
 		data[i] = toOpenAI(m.Name, m)
@@ -196,7 +218,7 @@ func (h *Handler) handleModels(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) handleModel(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("model")
 	key := fleet.ModelKey(name)
-	for _, m := range unionModels(h.routable(r.Context()), func(s fleet.Status) []fleet.Model { return s.Models }) {
+	for _, m := range unionModels(h.routable(r.Context()), func(s fleet.Status) []fleet.Model { return s.Models }, modifiedAt) {
 		if m.Key() == key {
 			writeJSON(w, http.StatusOK, toOpenAI(name, m))
 			return

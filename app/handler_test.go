@@ -607,8 +607,10 @@ func TestFleetViews(t *testing.T) {
 			t.Errorf("%s lost the node's fields", m.Name)
 		}
 	}
-	if strings.Join(names, ",") != "llama3:latest,qwen:7b,shared:latest" {
-		t.Fatalf("tags = %v (a down node's models must not be listed; duplicates merged)", names)
+	// Newest first, as Ollama lists them: each fake's models are an hour
+	// old, a minute apart in the order given, and b started after a.
+	if strings.Join(names, ",") != "qwen:7b,llama3:latest,shared:latest" {
+		t.Fatalf("tags = %v (a down node's models must not be listed; duplicates merged; newest first)", names)
 	}
 	var ps struct{ Models []struct{ Name string } }
 	get("/api/ps", &ps)
@@ -625,7 +627,7 @@ func TestFleetViews(t *testing.T) {
 		Data   []struct{ ID, Object, OwnedBy string }
 	}
 	get("/v1/models", &models)
-	if models.Object != "list" || len(models.Data) != 3 || models.Data[0].ID != "llama3:latest" {
+	if models.Object != "list" || len(models.Data) != 3 || models.Data[0].ID != "qwen:7b" {
 		t.Fatalf("/v1/models = %+v", models)
 	}
 	var one struct{ ID string }

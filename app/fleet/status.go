@@ -117,6 +117,7 @@ func ModelKey(name string) string {
 type Model struct {
 	Name       string
 	ModifiedAt string // RFC 3339, as Ollama sent it
+	ExpiresAt  string // RFC 3339: when a loaded model (/api/ps) unloads
 	Raw        json.RawMessage
 }
 
@@ -137,6 +138,7 @@ func (m *Model) UnmarshalJSON(b []byte) error {
 		Name       string `json:"name"`
 		Model      string `json:"model"`
 		ModifiedAt string `json:"modified_at"`
+		ExpiresAt  string `json:"expires_at"`
 	}
 	if err := json.Unmarshal(b, &head); err != nil {
 		return err
@@ -145,7 +147,7 @@ func (m *Model) UnmarshalJSON(b []byte) error {
 	if m.Name == "" {
 		m.Name = head.Model
 	}
-	m.ModifiedAt = head.ModifiedAt
+	m.ModifiedAt, m.ExpiresAt = head.ModifiedAt, head.ExpiresAt
 	m.Raw = bytes.Clone(b)
 	return nil
 }
