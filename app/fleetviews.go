@@ -1,9 +1,11 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -225,4 +227,40 @@ func (h *Handler) handleModel(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeError(w, openAIDialect, http.StatusNotFound, (&fleet.ModelNotFoundError{Model: name}).Error())
+}
+
+// handleAnyNode is for Ollama's routes about the server rather than a
+// model: its cloud status (GET /api/status) and the ollama.com user it is
+// signed in as (POST /api/me, which `ollama run` asks before it runs a
+// cloud model). The first healthy node that answers does.
+func (h *Handler) handleAnyNode(w http.ResponseWriter, r *http.Request) {
+	body, status, err := h.readBody(w, r)
+	if err != nil {
+		writeError(w, ollamaDialect, status, err.Error())
+		return
+	}
+	targets := h.healthyTargets(r.Context(), "")
+	if len(targets) == 0 {
+		writeError(w, ollamaDialect, http.StatusServiceUnavailable, fleet.ErrNoCandidate.Error())
+		return
+	}
+	var failed []string
+	for _, t := range targets {
+		var rd io.Reader
+		if len(body) > 0 {
+			rd = bytes.NewReader(body)
+		}
+		resp, err := h.callNode(r.Context(), t, r.Method, r.URL.Path, rd, int64(len(body)))
+		if err != nil {
+			failed = append(failed, t.node.Name+": "+err.Error())
+			continue
+		}
+		defer resp.Body.Close()
+		copyHeaders(w.Header(), resp.Header, skipResponseHeaders)
+		w.Header().Set("X-Aivonx-Node", t.node.Name)
+		w.WriteHeader(resp.StatusCode)
+		_, _ = io.Copy(w, io.LimitReader(resp.Body, 1<<20))
+		return
+	}
+	writeError(w, ollamaDialect, http.StatusBadGateway, "no node answered: "+strings.Join(failed, "; "))
 }

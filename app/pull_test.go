@@ -267,6 +267,18 @@ func TestOllamaModelManagement(t *testing.T) {
 	ctx := context.Background()
 	client := e.client()
 
+	t.Run("ServerRoutesAskANode", func(t *testing.T) {
+		// What `ollama run` asks before a cloud model, and the CLI's cloud
+		// check: a node answers.
+		me, err := client.Whoami(ctx)
+		if err != nil || !strings.HasPrefix(me.Name, "fake-") {
+			t.Fatalf("Whoami = %+v, %v", me, err)
+		}
+		st, err := client.CloudStatusExperimental(ctx)
+		if err != nil || st.Cloud.Disabled || st.Cloud.Source != "none" {
+			t.Fatalf("CloudStatusExperimental = %+v, %v", st, err)
+		}
+	})
 	t.Run("DeleteFansOut", func(t *testing.T) {
 		if err := client.Delete(ctx, &api.DeleteRequest{Model: "shared"}); err != nil {
 			t.Fatal(err)

@@ -61,6 +61,8 @@ func (h *Handler) routes() *http.ServeMux {
 	inference("GET /api/proxy/tags", ollamaDialect, h.handleTags)
 	inference("GET /api/ps", ollamaDialect, h.handlePS)
 	inference("GET /api/version", ollamaDialect, h.handleVersion)
+	inference("GET /api/status", ollamaDialect, h.handleAnyNode)
+	inference("POST /api/me", ollamaDialect, h.handleAnyNode)
 	inference("GET /v1/models", openAIDialect, h.handleModels)
 	inference("GET /v1/models/{model...}", openAIDialect, h.handleModel)
 

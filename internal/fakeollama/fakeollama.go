@@ -32,6 +32,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ollama/ollama/api"
 )
 
 // Options configure a fake server. The zero value is usable: no models, five
@@ -378,6 +380,8 @@ var routes = map[string]route{
 	"/":                      {[]string{http.MethodHead, http.MethodGet}, (*Server).handleRoot},
 	"/api/version":           {[]string{http.MethodHead, http.MethodGet}, (*Server).handleVersion},
 	"/api/tags":              {[]string{http.MethodHead, http.MethodGet}, (*Server).handleTags},
+	"/api/status":            {[]string{http.MethodGet}, (*Server).handleStatus},
+	"/api/me":                {[]string{http.MethodPost}, (*Server).handleMe},
 	"/api/ps":                {[]string{http.MethodGet}, (*Server).handlePs},
 	"/api/show":              {[]string{http.MethodPost}, (*Server).handleShow},
 	"/api/chat":              {[]string{http.MethodPost}, (*Server).handleChat},
@@ -628,6 +632,17 @@ func (s *Server) handleRoot(w http.ResponseWriter, r *http.Request, _ []byte) {
 		}
 	}
 	writeBytes(w, http.StatusOK, "text/plain; charset=utf-8", []byte("Ollama is running"))
+}
+
+// handleStatus is Ollama's cloud status, with OLLAMA_NO_CLOUD unset.
+func (s *Server) handleStatus(w http.ResponseWriter, _ *http.Request, _ []byte) {
+	writeJSON(w, http.StatusOK, api.StatusResponse{Cloud: api.CloudStatus{Disabled: false, Source: "none"}})
+}
+
+// handleMe answers as a node signed in to ollama.com as a user named after
+// the fake's host name.
+func (s *Server) handleMe(w http.ResponseWriter, _ *http.Request, _ []byte) {
+	writeJSON(w, http.StatusOK, api.UserResponse{Name: "fake-" + s.hostname, Email: "fake@example.com"})
 }
 
 func (s *Server) handleVersion(w http.ResponseWriter, _ *http.Request, _ []byte) {
