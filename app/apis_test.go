@@ -1,12 +1,15 @@
 package app_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/aivonx/aivonx/app"
 	"github.com/aivonx/aivonx/internal/fakeollama"
@@ -92,6 +95,27 @@ func TestResponsesAndMessagesAPIs(t *testing.T) {
 	}
 	if _, body := post("/v1/messages", `{"model":"llama3","stream":true,"input":"runner died"}`); !strings.Contains(body, "\n\nevent: error\ndata: {") {
 		t.Errorf("Anthropic stream without message_stop: %q, want Anthropic's error event", body)
+	}
+
+	// A body compressed with zstd, as Codex sends it: routed by its model
+	// and passed on as JSON; one that is not zstd is the API's 400.
+	zstdPost := func(payload []byte) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", e.proxy.URL+"/v1/responses", bytes.NewReader(payload))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Encoding", "zstd")
+		resp, err := testClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, readAll(t, resp)
+	}
+	enc, _ := zstd.NewWriter(nil)
+	if status, body := zstdPost(enc.EncodeAll([]byte(`{"model":"llama3","stream":true}`), nil)); status != 200 || strings.Count(body, "event: delta") != 3 {
+		t.Errorf("zstd body: %d %q, want the stream", status, body)
+	}
+	if status, body := zstdPost([]byte(`{"model":"llama3"}`)); status != 400 || !strings.Contains(body, `"message":"failed to decompress zstd body"`) {
+		t.Errorf("a body that is not zstd: %d %s", status, body)
 	}
 
 	status, body := post("/v1/messages", `{"model":"llama3","stream":true,"input":"cut"}`)

@@ -16,6 +16,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/aivonx/aivonx/app/fleet"
 )
 
@@ -37,6 +39,9 @@ type route struct {
 	// cleanly when its runner dies, without them, which the SDKs would
 	// take for a normal end; the relay says what happened instead.
 	lastEvents []string
+	// zstdBodies is set on the Responses API, where Ollama takes a body
+	// compressed with zstd (Codex sends them).
+	zstdBodies bool
 }
 
 // The lastEvents of the SSE routes.
@@ -303,6 +308,24 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int,
 	return body, 0, nil
 }
 
+// unzstd decompresses a zstd request body, to at most MaxBodyBytes.
+func (h *Handler) unzstd(body []byte) ([]byte, int, error) {
+	limit := h.cfg.MaxBodyBytes
+	d, err := zstd.NewReader(bytes.NewReader(body), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(limit)))
+	if err != nil {
+		return nil, http.StatusBadRequest, errors.New("failed to decompress zstd body")
+	}
+	defer d.Close()
+	out, err := io.ReadAll(io.LimitReader(d, limit+1))
+	switch {
+	case err != nil:
+		return nil, http.StatusBadRequest, errors.New("failed to decompress zstd body")
+	case int64(len(out)) > limit:
+		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("request body is larger than %d bytes once decompressed", limit)
+	}
+	return out, 0, nil
+}
+
 // proxy returns the handler of a model-routed route. Reading the request,
 // choosing the node and relaying its answer are three calls made from
 // here, so that only the relay's frame is on the stack while the response
@@ -335,6 +358,11 @@ func (h *Handler) proxy(rt route) http.HandlerFunc {
 func (h *Handler) candidates(w http.ResponseWriter, r *http.Request, rt route) (*view, []byte, requestFields, []fleet.Candidate, bool) {
 	a := accessFrom(r.Context())
 	body, status, err := h.readBody(w, r)
+	if err == nil && rt.zstdBodies && strings.EqualFold(r.Header.Get("Content-Encoding"), "zstd") {
+		// Read here for its model, and sent on as plain JSON.
+		body, status, err = h.unzstd(body)
+		r.Header.Del("Content-Encoding")
+	}
 	if err != nil {
 		writeError(w, rt.dialect, status, err.Error())
 		return nil, nil, requestFields{}, nil, false

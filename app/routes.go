@@ -48,7 +48,7 @@ func (h *Handler) routes() *http.ServeMux {
 	inference("POST /v1/embeddings", openAIDialect, h.proxy(route{upstream: "/v1/embeddings", dialect: openAIDialect}))
 	// OpenAI's Responses API and Anthropic's Messages API, which Ollama
 	// serves too (the Anthropic SDKs, Claude Code pointed at Ollama).
-	inference("POST /v1/responses", openAIDialect, h.proxy(route{upstream: "/v1/responses", dialect: openAIDialect, streams: true, lastEvents: responsesEnd}))
+	inference("POST /v1/responses", openAIDialect, h.proxy(route{upstream: "/v1/responses", dialect: openAIDialect, streams: true, lastEvents: responsesEnd, zstdBodies: true}))
 	inference("POST /v1/messages", anthropicDialect, h.proxy(route{upstream: "/v1/messages", dialect: anthropicDialect, streams: true, lastEvents: messagesEnd}))
 	// OpenAI's image API, which Ollama serves with its image generation
 	// models: JSON in, one JSON document out once the image is done.
