@@ -94,6 +94,10 @@ func TestModelKey(t *testing.T) {
 		"registry.ollama.ai/someone/model":        "someone/model:latest",
 		"library/ns/model":                        "library/ns/model:latest",
 		"other.registry.example/library/llama3:1": "other.registry.example/library/llama3:1",
+		"llama3:": "llama3:latest",
+		"https://registry.ollama.ai/library/llama3": "llama3:latest",
+		"http://host:5000/ns/model:v2":              "host:5000/ns/model:v2",
+		":":                                         "",
 	}
 	for in, want := range tests {
 		if got := fleet.ModelKey(in); got != want {

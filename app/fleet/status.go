@@ -94,9 +94,15 @@ func (s Status) Serves(model string) bool {
 // default registry and namespace left out, as /api/tags lists names
 // ("registry.ollama.ai/library/llama3" and "library/llama3" are
 // "llama3:latest"). A colon inside a registry host ("host:5000/ns/model")
-// is not a tag.
+// is not a tag; an empty tag ("llama3:") and a registry's scheme
+// ("https://registry.ollama.ai/library/llama3") are dropped, as Ollama's
+// parser drops them.
 func ModelKey(name string) string {
 	name = strings.ToLower(strings.TrimSpace(name))
+	if i := strings.Index(name, "://"); i >= 0 && !strings.Contains(name[:i], "/") {
+		name = name[i+len("://"):]
+	}
+	name = strings.TrimSuffix(name, ":")
 	if name == "" {
 		return ""
 	}
