@@ -55,7 +55,7 @@ func createAdminCommand(c *cli.Context, mode string) string {
 	if mode != "embedded" {
 		return create + " (with serve's DATABASE_URL)"
 	}
-	dir := c.String(dataDirFlag.Name)
+	dir := dataDir(c)
 	if abs, err := filepath.Abs(dir); err == nil {
 		dir = abs
 	}
@@ -144,7 +144,7 @@ func signingSecret(c *cli.Context, mode string) ([]byte, error) {
 		return nil, errors.New("the shared mode needs a signing secret shared by every replica: set AIVONX_SECRET_KEY " +
 			"(or AIVONX_SECRET_KEY_FILE) to 32+ random characters, for example: openssl rand -base64 48")
 	}
-	return loadOrCreateSecret(c.String(dataDirFlag.Name))
+	return loadOrCreateSecret(dataDir(c))
 }
 
 // loadOrCreateSecret reads dir/secret.key, or creates it (mode 0600) with

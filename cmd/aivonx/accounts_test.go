@@ -339,3 +339,18 @@ func TestUsersCLIUsageBeforeStore(t *testing.T) {
 		t.Fatalf("the data dir was created: %v", err)
 	}
 }
+
+// An AIVONX_DATA_DIR set to nothing means the default directory.
+func TestEmptyDataDirIsTheDefault(t *testing.T) {
+	t.Setenv("DATABASE_URL", "")
+	t.Setenv("AIVONX_DATABASE_URL", "")
+	t.Setenv("DATABASE_URL_FILE", "")
+	t.Setenv("AIVONX_DATA_DIR", "")
+	t.Chdir(t.TempDir())
+	if _, err := runCLI(t, "", "nodes", "list"); err != nil {
+		t.Fatalf("nodes list with AIVONX_DATA_DIR empty: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join("data", "aivonx.db")); err != nil {
+		t.Fatalf("no store in ./data: %v", err)
+	}
+}

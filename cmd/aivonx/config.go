@@ -25,7 +25,7 @@ import (
 // Flags shared by several commands.
 var (
 	addrFlag    = &cli.StringFlag{Name: "addr", Value: ":8000", EnvVars: []string{"AIVONX_ADDR"}, Usage: "listen address"}
-	dataDirFlag = &cli.StringFlag{Name: "data-dir", Value: "./data", EnvVars: []string{"AIVONX_DATA_DIR"},
+	dataDirFlag = &cli.StringFlag{Name: "data-dir", Value: defaultDataDir, EnvVars: []string{"AIVONX_DATA_DIR"},
 		Usage: "directory of the embedded store (used when no database URL is set)"}
 	databaseFlag = &cli.StringFlag{Name: "database-url", EnvVars: []string{"DATABASE_URL", "AIVONX_DATABASE_URL"},
 		Usage: "Postgres URL of the shared mode (serve and worker need --redis-url too; also read from DATABASE_URL_FILE)"}
@@ -135,7 +135,7 @@ func openBackend(c *cli.Context, log *slog.Logger) (*backend, error) {
 // openEmbedded takes the data directory's serve lock, then opens the store
 // (migrating it: the lock says no other serve is using it).
 func openEmbedded(c *cli.Context) (*backend, error) {
-	dir := c.String(dataDirFlag.Name)
+	dir := dataDir(c)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
@@ -168,7 +168,7 @@ func openStore(c *cli.Context, log *slog.Logger) (nodeStore, func(), error) {
 	if dbURL != "" {
 		return openPostgresStore(c, log, dbURL)
 	}
-	dir := c.String(dataDirFlag.Name)
+	dir := dataDir(c)
 	path := filepath.Join(dir, sqlite.FileName)
 	_, statErr := os.Stat(path)
 	store, err := sqlite.Open(c.Context, dir, upgradeUnlessServed(dir))
@@ -186,3 +186,15 @@ func openStore(c *cli.Context, log *slog.Logger) (nodeStore, func(), error) {
 	}
 	return store, func() { store.Close() }, nil
 }
+
+// dataDir is --data-dir, whose default also stands for an empty value: an
+// AIVONX_DATA_DIR set to nothing (a deployment's unset variable) means the
+// default, not the current directory's "".
+func dataDir(c *cli.Context) string {
+	if dir := c.String(dataDirFlag.Name); dir != "" {
+		return dir
+	}
+	return defaultDataDir // not dataDirFlag.Value, which urfave/cli sets from the environment
+}
+
+const defaultDataDir = "./data"

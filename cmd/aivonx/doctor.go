@@ -95,7 +95,7 @@ func runDoctor(c *cli.Context) error {
 	// Configuration.
 	cfg := []string{"mode=" + mode}
 	if mode == "embedded" {
-		cfg = append(cfg, "data-dir="+c.String(dataDirFlag.Name))
+		cfg = append(cfg, "data-dir="+dataDir(c))
 	} else {
 		cfg = append(cfg, "database-url="+maskURL(dbURL), "redis-url="+maskURL(redisURL), "redis-prefix="+c.String(redisPrefixFlag.Name))
 	}
@@ -124,7 +124,7 @@ func runDoctor(c *cli.Context) error {
 	lastPassKnown := false
 	switch mode {
 	case "embedded":
-		dir := c.String(dataDirFlag.Name)
+		dir := dataDir(c)
 		path := filepath.Join(dir, sqlite.FileName)
 		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 			d.warn("store", "no embedded store at "+path+" yet", "start `aivonx serve` once (it creates it), or pass the --data-dir serve uses")
@@ -196,7 +196,7 @@ func runDoctor(c *cli.Context) error {
 		d.fail("secret", "AIVONX_SECRET_KEY is not set (required in the shared mode: every replica signs with it)",
 			"export AIVONX_SECRET_KEY=$(openssl rand -hex 32), or mount it and set AIVONX_SECRET_KEY_FILE")
 	default:
-		path := filepath.Join(c.String(dataDirFlag.Name), secretFileName)
+		path := filepath.Join(dataDir(c), secretFileName)
 		if _, err := os.Stat(path); err == nil {
 			d.ok("secret", "generated secret in "+path)
 		} else {
