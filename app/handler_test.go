@@ -885,3 +885,34 @@ func TestWarmBeforeAStoreOutage(t *testing.T) {
 		}
 	}
 }
+
+// A request whose context has a deadline (a Lambda invocation's, which
+// infra/lambda ends shortly before Lambda stops the process) and runs out
+// of time ends in words, not as an answer that looks whole: a stream with
+// the route's error, a request no node answered yet with 504.
+func TestRequestOutOfTime(t *testing.T) {
+	node := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}, Tokens: 20, TokenDelay: 50 * time.Millisecond})
+	e := newEnv(t, app.Config{}, node)
+	serve := func(path, body string) *httptest.ResponseRecorder {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		rec := httptest.NewRecorder()
+		e.h.ServeHTTP(rec, httptest.NewRequest("POST", path, strings.NewReader(body)).WithContext(ctx))
+		return rec
+	}
+	rec := serve("/api/chat", `{"model":"llama3","messages":[{"role":"user","content":"hi"}]}`)
+	lines := strings.Split(strings.TrimSpace(rec.Body.String()), "\n")
+	if rec.Code != 200 || len(lines) < 2 || len(lines) > 10 ||
+		!strings.HasPrefix(lines[len(lines)-1], `{"error":"the stream from node nodeA was cut at the request's time limit`) {
+		t.Fatalf("stream out of time: %d %q", rec.Code, rec.Body)
+	}
+	rec = serve("/v1/chat/completions", `{"model":"llama3","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	if body := rec.Body.String(); !strings.Contains(body, `"message":"the stream from node nodeA was cut at the request's time limit`) || strings.Contains(body, "[DONE]") {
+		t.Fatalf("SSE stream out of time: %q", body)
+	}
+	rec = serve("/api/chat", `{"model":"llama3","stream":false,"messages":[{"role":"user","content":"hi"}]}`)
+	if rec.Code != http.StatusGatewayTimeout || !strings.Contains(rec.Body.String(), `"error":"node nodeA did not answer before the request's time limit`) {
+		t.Fatalf("whole answer out of time: %d %s", rec.Code, rec.Body)
+	}
+}

@@ -469,8 +469,12 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, rt route, v *v
 		if err != nil {
 			release()
 			if ctx.Err() != nil {
-				a.node = node.Name   // the node it was waiting for, in the history
-				return nil, nil, nil // the client went away; nobody to answer
+				a.node = node.Name // the node it was waiting for, in the history
+				if outOfTime(ctx) {
+					a.err = errOutOfTime
+					writeError(w, rt.dialect, http.StatusGatewayTimeout, "node "+node.Name+" did not answer before "+errOutOfTime.Error())
+				}
+				return nil, nil, nil // else the client went away; nobody to answer
 			}
 			if errors.Is(err, errFirstByteTimeout) {
 				h.answerTimeout(w, rt, a, node, err)
@@ -502,6 +506,16 @@ func nodeIDs(cands []fleet.Candidate) []int64 {
 }
 
 // The answers of a forward that found no node.
+
+// errOutOfTime is the request's own time limit: its context's deadline,
+// which only a Lambda invocation's sets (shortly before Lambda stops the
+// process, infra/lambda). A server's request context has none: it ends
+// when the client leaves.
+var errOutOfTime = errors.New("the request's time limit (the function's timeout)")
+
+func outOfTime(ctx context.Context) bool {
+	return errors.Is(ctx.Err(), context.DeadlineExceeded)
+}
 
 func (h *Handler) answerTimeout(w http.ResponseWriter, rt route, a *access, node *fleet.Node, err error) {
 	a.node = node.Name

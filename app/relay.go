@@ -100,6 +100,10 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rt route, node *
 			break
 		}
 		if rerr != nil {
+			if outOfTime(r.Context()) {
+				h.streamOutOfTime(w, r, rt, node, kind)
+				return
+			}
 			if r.Context().Err() != nil {
 				a.err = errClientGone
 				return // the client cancelled; the node was cancelled with it
@@ -188,6 +192,20 @@ func (h *Handler) untilEnd(ctx context.Context) (context.Context, context.Cancel
 	ctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(h.ended, cancel)
 	return ctx, func() { stop(); cancel() }
+}
+
+// streamOutOfTime ends a stream cut by the request's time limit (a Lambda
+// invocation's) with the route's error, so that it does not look whole: a
+// whole document is cut, as it cannot carry one.
+func (h *Handler) streamOutOfTime(w http.ResponseWriter, r *http.Request, rt route, node *fleet.Node, kind streamKind) {
+	a := accessFrom(r.Context())
+	msg := "the stream from node " + node.Name + " was cut at " + errOutOfTime.Error() + "; send the request again, or raise the timeout"
+	a.streamErr = msg
+	a.promptTok, a.evalTok = a.tail.tokens()
+	if kind == plainBody {
+		panic(http.ErrAbortHandler)
+	}
+	writeStreamError(w, rt, kind, a.tail.gap(kind), msg)
 }
 
 // endStream ends a stream the proxy stops (EndStreams) with the route's

@@ -19,7 +19,8 @@ import (
 //
 // Request conversion is api-proxy's: cookies become a Cookie header, and
 // header values are split at commas except for a fixed list of singleton
-// headers. The request's context is ctx with its invocation deadline.
+// headers. The request's context ends shortly before the invocation
+// deadline (see [BeforeDeadline]).
 //
 // Unlike the bare adapter, a handler that returns without writing answers
 // 200, [http.NewResponseController] Flush succeeds (as a no-op), and a
@@ -40,6 +41,8 @@ func HTTPAPI(h http.Handler) func(context.Context, events.APIGatewayV2HTTPReques
 				}, nil
 			}
 		}()
+		ctx, cancel := BeforeDeadline(ctx)
+		defer cancel()
 		return a.ProxyWithContext(ctx, e)
 	}
 }
@@ -74,6 +77,8 @@ func ALB(h http.Handler) func(context.Context, events.ALBTargetGroupRequest) (ev
 				}
 			}
 		}()
+		ctx, cancel := BeforeDeadline(ctx)
+		defer cancel()
 		resp, err = a.ProxyWithContext(ctx, decodedQuery(e))
 		if len(e.MultiValueHeaders) == 0 && len(resp.MultiValueHeaders) > 0 {
 			resp.Headers = singleValue(resp.MultiValueHeaders)

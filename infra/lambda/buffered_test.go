@@ -29,8 +29,8 @@ func readEvent(t *testing.T, name string, v any) {
 // echo answers with what it saw of the request, and checks the deadline.
 func echo(t *testing.T, deadline time.Time) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if d, ok := r.Context().Deadline(); !ok || !d.Equal(deadline) {
-			t.Errorf("request deadline %v, want %v", d, deadline)
+		if d, ok := r.Context().Deadline(); !ok || !d.Equal(deadline.Add(-2*time.Second)) {
+			t.Errorf("request deadline %v, want two seconds before the invocation's %v", d, deadline)
 		}
 		b, _ := io.ReadAll(r.Body)
 		w.Header().Set("Content-Type", "application/json")

@@ -39,6 +39,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/aws/aws-lambda-go/events"
 )
@@ -59,7 +60,8 @@ func RequestFromContext(ctx context.Context) (*events.LambdaFunctionURLRequest, 
 // -tags lambda.norpc; the Function URL must have InvokeMode RESPONSE_STREAM
 // (a BUFFERED URL would send the stream's prelude to the client).
 //
-// The request's context is ctx with its invocation deadline. The
+// The request's context ends shortly before the invocation deadline (see
+// [BeforeDeadline]). The
 // response's status and headers go out at the first WriteHeader, Write or
 // Flush (or when h returns); multi-value headers are joined with commas,
 // Set-Cookie becomes the response's cookies, as Function URLs require, and
@@ -79,14 +81,19 @@ func RequestFromContext(ctx context.Context) (*events.LambdaFunctionURLRequest, 
 // The returned function is safe for concurrent use.
 func FunctionURL(h http.Handler) func(context.Context, *events.LambdaFunctionURLRequest) (*events.LambdaFunctionURLStreamingResponse, error) {
 	return func(ctx context.Context, e *events.LambdaFunctionURLRequest) (*events.LambdaFunctionURLStreamingResponse, error) {
+		ctx, cancel := BeforeDeadline(ctx)
 		r, err := functionURLRequest(ctx, e)
 		if err != nil {
+			cancel()
 			return nil, err
 		}
 		pr, pw := io.Pipe()
 		ready := make(chan *events.LambdaFunctionURLStreamingResponse, 1)
 		w := &streamWriter{pw: pw, ready: ready}
-		go w.serve(h, r)
+		go func() {
+			defer cancel()
+			w.serve(h, r)
+		}()
 		resp := <-ready
 		resp.Body = pr
 		return resp, nil
@@ -290,4 +297,18 @@ func logPanic(method, path string, p any, started bool) {
 		return
 	}
 	log.Error("lambda: panic serving request", append(attrs, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))...)
+}
+
+// BeforeDeadline returns ctx ending a little before its deadline (an
+// invocation's): a tenth of the time left, at most two seconds. Lambda
+// stops the process at the deadline, which would cut a stream in the
+// middle without a word; a handler whose context ends first can still end
+// its response with an error its client sees (the proxy's relay does).
+func BeforeDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	margin := min(2*time.Second, time.Until(deadline)/10)
+	return context.WithDeadline(ctx, deadline.Add(-margin))
 }

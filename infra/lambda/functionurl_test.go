@@ -518,8 +518,8 @@ func TestFunctionURLDeadline(t *testing.T) {
 		done <- r.Context().Err()
 	})
 	s := invoke(t, ctx, h, get("/api/chat"))
-	if d := <-got; !d.Equal(deadline) {
-		t.Fatalf("request deadline %v, want the invocation's %v", d, deadline)
+	if d := <-got; !d.Equal(deadline.Add(-2 * time.Second)) {
+		t.Fatalf("request deadline %v, want two seconds before the invocation's %v", d, deadline)
 	}
 	cancel()
 	if err := within(t, "handler end", func() error { return <-done }); !errors.Is(err, context.Canceled) {
@@ -547,4 +547,30 @@ func TestFunctionURLReaderClosed(t *testing.T) {
 	if !errors.Is(err, io.ErrClosedPipe) {
 		t.Fatalf("write after close: %v", err)
 	}
+}
+
+// The request's context ends before the invocation's deadline, a tenth of
+// the time left and at most two seconds, so that a handler can end its
+// answer in words before Lambda stops the process.
+func TestBeforeDeadline(t *testing.T) {
+	for _, left := range []time.Duration{time.Second, time.Minute} {
+		deadline := time.Now().Add(left)
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		short, cancelShort := lambda.BeforeDeadline(ctx)
+		got, ok := short.Deadline()
+		want := min(2*time.Second, left/10)
+		if margin := deadline.Sub(got); !ok || margin < want-50*time.Millisecond || margin > want {
+			t.Errorf("%s left: the request ends %s before the deadline; want %s", left, margin, want)
+		}
+		cancelShort()
+		cancel()
+	}
+	if _, ok := mustCtx(lambda.BeforeDeadline(context.Background())).Deadline(); ok {
+		t.Error("a context without a deadline got one")
+	}
+}
+
+func mustCtx(ctx context.Context, cancel context.CancelFunc) context.Context {
+	cancel()
+	return ctx
 }
