@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -179,5 +180,59 @@ func TestProbeFollowsNoRedirect(t *testing.T) {
 	}
 	if n := elsewhere.TotalRequests(); n != 0 {
 		t.Fatalf("the redirect target got %d requests", n)
+	}
+}
+
+// countingLock is a lock only this worker takes; it counts takes and
+// releases.
+type countingLock struct {
+	mu              sync.Mutex
+	taken, released int
+}
+
+func (l *countingLock) TryLock(context.Context) (func(), bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.taken++
+	return func() { l.mu.Lock(); l.released++; l.mu.Unlock() }, true, nil
+}
+
+func (l *countingLock) counts() (taken, released int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.taken, l.released
+}
+
+// Scheduled passes keep the lock between them, so that the other workers
+// stand by rather than pass in turn; stop lets it go. A single pass
+// (RunOnce: worker --once, a Lambda invocation) releases it.
+func TestScheduleKeepsTheLock(t *testing.T) {
+	node := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+	l := &countingLock{}
+	w, err := worker.New(worker.Config{Rise: 1, Fall: 1, ProbeTimeout: time.Second},
+		nodeList{{ID: 1, Name: "a", BaseURL: node.URL(), Enabled: true}}, memory.NewStatusBoard(), l, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if taken, released := l.counts(); taken != 1 || released != 1 {
+		t.Fatalf("RunOnce: taken %d, released %d; want 1, 1", taken, released)
+	}
+	stop := w.Schedule(context.Background(), 20*time.Millisecond)
+	if taken, released := l.counts(); taken != 2 || released != 1 {
+		t.Fatalf("Schedule's first pass, before it returns: taken %d, released %d; want 2, 1", taken, released)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for taken, _ := l.counts(); taken < 4 && time.Now().Before(deadline); taken, _ = l.counts() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if taken, released := l.counts(); taken < 4 || released != 1 {
+		t.Fatalf("scheduled passes: taken %d, released %d; want several takes and no release", taken, released)
+	}
+	stop()
+	if _, released := l.counts(); released != 2 {
+		t.Fatalf("after stop: released %d; want the kept lock let go", released)
 	}
 }

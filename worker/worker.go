@@ -56,6 +56,9 @@ type Worker struct {
 	// be read; nodesDown says it is in use. Guarded by mu.
 	lastNodes []fleet.Node
 	nodesDown bool
+	// release lets go of the lock that the scheduled passes keep between
+	// them (see Schedule), nil when none is kept. Guarded by mu.
+	release func()
 }
 
 // New builds a worker. lock may be nil (a single worker); client nil means a
@@ -89,16 +92,19 @@ func New(cfg Config, nodes NodeLister, store StatusStore, lock Lock, client *htt
 // the nodes or write the statuses. When another worker holds the lock it
 // returns nil without probing.
 func (w *Worker) RunOnce(ctx context.Context) error {
-	return w.pass(ctx, nil)
+	return w.pass(ctx, nil, false)
 }
 
 // RefreshNode probes one node now, model list included, and records it: a
 // model pulled a moment ago becomes routable at once, not a minute later.
 func (w *Worker) RefreshNode(ctx context.Context, nodeID int64) error {
-	return w.pass(ctx, &nodeID)
+	return w.pass(ctx, &nodeID, false)
 }
 
-func (w *Worker) pass(ctx context.Context, only *int64) error {
+// pass probes the nodes (only one of them when only is set) under the
+// lock. keep holds the lock after the pass, for the next (Schedule); else
+// it is released, as a single pass (RunOnce, a Lambda invocation) must.
+func (w *Worker) pass(ctx context.Context, only *int64, keep bool) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.lock != nil && only == nil {
@@ -114,6 +120,7 @@ func (w *Worker) pass(ctx context.Context, only *int64) error {
 				w.lockDown = true
 			}
 		case !ok:
+			w.release = nil // lost, if it was kept: another worker has it
 			// Said once when this worker starts to stand by (and so by
 			// `worker --once`, which would otherwise end in silence).
 			level := slog.LevelDebug
@@ -131,7 +138,12 @@ func (w *Worker) pass(ctx context.Context, only *int64) error {
 				w.log.Info("took the worker lock; passing again")
 				w.standby = false
 			}
-			defer unlock()
+			if keep {
+				w.release = unlock
+			} else {
+				w.release = nil // the unlock below lets go of a kept lock too
+				defer unlock()
+			}
 		}
 	}
 	nodes, err := w.readNodes(ctx)

@@ -137,10 +137,8 @@ func runServe(c *cli.Context) error {
 	// The embedded mode checks its own nodes; the shared mode leaves that to
 	// `aivonx worker` unless asked to do both.
 	if b.mode == "embedded" || c.Bool("with-worker") {
-		// One pass before listening, so the first request has a fleet.
-		if err := w.RunOnce(ctx); err != nil {
-			log.Error("first health pass", "err", err.Error())
-		}
+		// Its first pass runs before listening, so the first request has a
+		// fleet.
 		stop := w.Schedule(ctx, c.Duration(healthEveryFlag.Name))
 		defer stop()
 	}

@@ -50,10 +50,7 @@ func runWorker(c *cli.Context) error {
 		return w.RunOnce(c.Context)
 	}
 	log.Info("worker started", "every", c.Duration(healthEveryFlag.Name).String())
-	if err := w.RunOnce(c.Context); err != nil {
-		log.Error("health pass", "err", err.Error())
-	}
-	stop := w.Schedule(c.Context, c.Duration(healthEveryFlag.Name))
+	stop := w.Schedule(c.Context, c.Duration(healthEveryFlag.Name)) // its first pass now
 	<-c.Context.Done()
 	stop()
 	return nil

@@ -43,10 +43,10 @@ end
 return 0
 `)
 
-// WorkerLock lets one worker among many run a pass at a time. The holder
-// renews the lock every TTL/3 until it unlocks; if it dies, the lock lapses
-// after the TTL and another worker takes over. It satisfies worker.Lock.
-// Safe for concurrent use.
+// WorkerLock lets one worker among many run the passes. The holder renews
+// the lock every TTL/3 until it unlocks; if it dies, the lock lapses after
+// the TTL and another worker takes over. It satisfies worker.Lock. Safe for
+// concurrent use.
 type WorkerLock struct {
 	client *goredis.Client
 	key    string
@@ -55,6 +55,16 @@ type WorkerLock struct {
 	// and a token of its own found in Redis is a lock it took.
 	token   string
 	noRenew bool // test hook: behave like a holder that died
+
+	mu      sync.Mutex
+	renewal *renewal // of the lock while this worker holds it
+}
+
+// renewal is the goroutine that keeps a held lock alive. stopped is closed
+// when it ends: unlocked, or the lock found to be another worker's.
+type renewal struct {
+	stop, stopped chan struct{}
+	once          sync.Once
 }
 
 // NewWorkerLock returns a lock stored under <prefix>worker (an empty prefix
@@ -67,11 +77,12 @@ func NewWorkerLock(client *goredis.Client, prefix string, ttl time.Duration) *Wo
 	return &WorkerLock{client: client, key: orDefault(prefix) + "worker", ttl: ttl, token: leaseID()}
 }
 
-// TryLock takes the lock if nobody holds it. It returns ok=false and a nil
-// error when another worker holds it, and an error wrapping
-// fleet.ErrUnavailable when Redis cannot be reached. unlock (never nil)
-// stops the renewal and releases the lock if it is still ours; later calls
-// do nothing.
+// TryLock takes the lock if nobody holds it, or keeps it (extended) if
+// this worker does. It returns ok=false and a nil error when another
+// worker holds it, and an error wrapping fleet.ErrUnavailable when Redis
+// cannot be reached. unlock (never nil) stops the renewal and releases the
+// lock if it is still ours; later calls, and those of the unlocks of
+// earlier TryLocks of the same hold, do nothing.
 func (w *WorkerLock) TryLock(ctx context.Context) (unlock func(), ok bool, err error) {
 	token := w.token
 	taken, err := takeLockScript.Run(ctx, w.client, []string{w.key}, token, w.ttl.Milliseconds()).Int()
@@ -81,18 +92,27 @@ func (w *WorkerLock) TryLock(ctx context.Context) (unlock func(), ok bool, err e
 	if taken == 0 {
 		return func() {}, false, nil
 	}
-	stop := make(chan struct{})
-	stopped := make(chan struct{})
-	if w.noRenew {
-		close(stopped)
-	} else {
-		go w.renew(token, stop, stopped)
+	w.mu.Lock()
+	r := w.renewal
+	if r == nil || r.ended() { // one renewal per hold
+		r = &renewal{stop: make(chan struct{}), stopped: make(chan struct{})}
+		w.renewal = r
+		if w.noRenew {
+			close(r.stopped)
+		} else {
+			go w.renew(token, r.stop, r.stopped)
+		}
 	}
-	var once sync.Once
+	w.mu.Unlock()
 	unlock = func() {
-		once.Do(func() {
-			close(stop)
-			<-stopped
+		r.once.Do(func() {
+			close(r.stop)
+			<-r.stopped
+			w.mu.Lock()
+			if w.renewal == r {
+				w.renewal = nil
+			}
+			w.mu.Unlock()
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
 			// On failure the lock lapses by itself after the TTL.
@@ -100,6 +120,15 @@ func (w *WorkerLock) TryLock(ctx context.Context) (unlock func(), ok bool, err e
 		})
 	}
 	return unlock, true, nil
+}
+
+func (r *renewal) ended() bool {
+	select {
+	case <-r.stopped:
+		return true
+	default:
+		return false
+	}
 }
 
 // renew extends the lock every TTL/3 until stop is closed or the lock is

@@ -42,6 +42,29 @@ func TestWorkerLock(t *testing.T) {
 		unlock2()
 	})
 
+	t.Run("KeptAcrossPasses", func(t *testing.T) {
+		// A worker that keeps its lock between passes takes it again at
+		// each: one hold, renewed once, let go by any of its unlocks.
+		u1, ok, err := w1.TryLock(ctx)
+		if err != nil || !ok {
+			t.Fatalf("TryLock = %v, %v", ok, err)
+		}
+		u2, ok, err := w1.TryLock(ctx)
+		if err != nil || !ok {
+			t.Fatalf("TryLock by the holder = %v, %v; want the lock kept", ok, err)
+		}
+		time.Sleep(2 * ttl)
+		if _, ok, _ := w2.TryLock(ctx); ok {
+			t.Fatal("another worker took a kept lock")
+		}
+		u2()
+		u1() // harmless
+		u3, ok, err := w2.TryLock(ctx)
+		if err != nil || !ok {
+			t.Fatalf("TryLock after the holder let go = %v, %v", ok, err)
+		}
+		u3()
+	})
 	t.Run("TakeoverAfterHolderDied", func(t *testing.T) {
 		dead := redis.NewWorkerLock(c, prefix, ttl)
 		redis.StopRenewingLock(dead)

@@ -307,9 +307,9 @@ func TestSharedSIGKILLLeaksNoLease(t *testing.T) {
 	}
 }
 
-// TestSharedWorkerTakeover: a worker killed in the middle of a pass holds the
-// lock until it lapses; another worker then takes over and keeps the
-// statuses fresh.
+// TestSharedWorkerTakeover: of two workers one passes and the other stands
+// by; the one passing, killed in the middle of a pass, holds the lock until
+// it lapses; the other then takes over and keeps the statuses fresh.
 func TestSharedWorkerTakeover(t *testing.T) {
 	t.Parallel()
 	ttl, ttlArgs := lockTTL(t)
@@ -326,25 +326,21 @@ func TestSharedWorkerTakeover(t *testing.T) {
 
 	w1 := sh.startWorker(t, "worker1", ttlArgs...)
 	first := sh.waitPass(t, time.Time{}, 15*time.Second)
-	// The next pass starts within a second; kill the worker while it runs
-	// (it holds the lock while it waits for the slow node).
-	lockKey := prefix + "worker"
-	// A worker's lock carries one token for its life and is released at
-	// the end of each pass: wait for it to be free, then taken again.
-	held := func() bool {
-		n, err := sh.rdb.Exists(context.Background(), lockKey).Result()
-		return err == nil && n == 1
-	}
-	waitFor(t, 6*time.Second, "worker 1 to release the lock after its pass", func() bool { return !held() })
-	var passStart time.Time
-	waitFor(t, 6*time.Second, "worker 1 to take the lock for another pass", func() bool {
-		passStart = sh.lastPass()
-		return held()
+	// The first worker keeps the lock between its passes: the second
+	// stands by (and says so) rather than passing in turn.
+	w2 := sh.startWorker(t, "worker2", ttlArgs...)
+	waitFor(t, 10*time.Second, "worker 2 to stand by", func() bool {
+		return strings.Contains(w2.Output(), "another worker holds the lock")
 	})
-	first = passStart
-	time.Sleep(300 * time.Millisecond) // well inside the 2 s probe
-	if !sh.lastPass().Equal(first) {
-		t.Fatal("the pass ended before the kill; the test needs a longer pass")
+	if strings.Contains(w2.Output(), "health pass done") || strings.Contains(w2.Output(), "took the worker lock") {
+		t.Fatalf("worker 2 passed while worker 1 held the lock:\n%s", w2.Output())
+	}
+	// Kill worker 1, which holds the lock in and between its passes.
+	sh.waitPass(t, first, 6*time.Second)
+	time.Sleep(300 * time.Millisecond) // likely inside the next 2 s probe
+	lockKey := prefix + "worker"
+	if n, _ := sh.rdb.Exists(context.Background(), lockKey).Result(); n != 1 {
+		t.Fatal("the lock is not held between passes")
 	}
 	w1.Kill()
 	killed := time.Now()
@@ -352,7 +348,6 @@ func TestSharedWorkerTakeover(t *testing.T) {
 		t.Fatal("the lock vanished with the killed worker; want it held until it lapses")
 	}
 
-	sh.startWorker(t, "worker2", ttlArgs...)
 	next := sh.waitPass(t, killed, ttl+10*time.Second)
 	took := next.Sub(killed)
 	t.Logf("worker 2's first pass ended %s after worker 1 was killed (lock TTL %s, a pass takes ~2s)", took.Round(100*time.Millisecond), ttl)
