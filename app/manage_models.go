@@ -79,6 +79,18 @@ func (h *Handler) healthyTargets(ctx context.Context, model string) []pullTarget
 	return out
 }
 
+// upTargets are the nodes whose last check passed, enabled or not.
+func (h *Handler) upTargets(ctx context.Context) []pullTarget {
+	v := h.view.get(ctx, h.now())
+	var out []pullTarget
+	for _, m := range v.snap.Members() {
+		if m.Status.Healthy {
+			out = append(out, pullTarget{node: m.Node, base: v.urls[m.Node.ID]})
+		}
+	}
+	return out
+}
+
 // readModelBody reads a bounded JSON body and the model it names, for a
 // request to be served as rt.
 func (h *Handler) readModelBody(w http.ResponseWriter, r *http.Request, rt route) ([]byte, string, bool) {
@@ -134,15 +146,17 @@ func (h *Handler) answerFanOut(w http.ResponseWriter, r *http.Request, op string
 	writeError(w, ollamaDialect, status, first.err.Error())
 }
 
-// handleDelete is DELETE /api/delete: sent to every healthy node, not only
-// those whose last model list names the model (the list may be a minute
-// old); a node without the model answers 404, which is harmless.
+// handleDelete is DELETE /api/delete: sent to every node that is up,
+// disabled (drained) ones included, as they keep their models and would
+// serve them again once enabled; and not only to those whose last model
+// list names the model (the list may be a minute old): a node without the
+// model answers 404, which is harmless. A node that is down keeps its copy.
 func (h *Handler) handleDelete(w http.ResponseWriter, r *http.Request) {
 	body, model, ok := h.readModelBody(w, r, route{})
 	if !ok {
 		return
 	}
-	targets := h.healthyTargets(r.Context(), "")
+	targets := h.upTargets(r.Context())
 	if len(targets) == 0 {
 		writeError(w, ollamaDialect, http.StatusServiceUnavailable, fleet.ErrNoCandidate.Error())
 		return

@@ -461,3 +461,19 @@ func TestPullCutAtShutdown(t *testing.T) {
 		t.Fatalf("a pull after EndStreams: %d %s", status, body)
 	}
 }
+
+// A delete reaches a disabled (drained) node too: it is up and keeps its
+// models, which it would serve again once enabled.
+func TestDeleteReachesDisabledNodes(t *testing.T) {
+	a := fakeollama.Start(t, fakeollama.Options{Models: []string{"shared:latest"}})
+	b := fakeollama.Start(t, fakeollama.Options{Models: []string{"shared:latest"}})
+	e := newManageEnv(t, app.Config{}, app.Deps{}, a, b)
+	e.expect("PATCH", "/api/proxy/nodes/2", `{"enabled":false}`, 200)
+	e.pass()
+	if status, body := e.do("DELETE", "/api/delete", `{"model":"shared"}`); status != 200 {
+		t.Fatalf("delete: %d %s", status, body)
+	}
+	if slices.Contains(a.Models(), "shared:latest") || slices.Contains(b.Models(), "shared:latest") {
+		t.Fatalf("left on a node: a=%v b (disabled)=%v", a.Models(), b.Models())
+	}
+}

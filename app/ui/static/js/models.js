@@ -57,7 +57,7 @@ async function loadModels() {
       h("td", { class: "num", text: m.size ? fmtBytes(m.size) : "–" }),
       h("td", {}, chips(on.map((n) => n.name), { empty: "–" })),
       h("td", { class: "actions" }, admin
-        ? h("button", { class: "btn btn-ghost btn-sm btn-danger-text", type: "button", text: "Delete", on: { click: () => remove(m.name) } })
+        ? h("button", { class: "btn btn-ghost btn-sm btn-danger-text", type: "button", text: "Delete", on: { click: (e) => remove(m.name, e.currentTarget) } })
         : null));
   }));
 }
@@ -67,20 +67,24 @@ async function reload() {
   await loadModels();
 }
 
-async function remove(name) {
+async function remove(name, button) {
   const ok = await confirmDialog({
     title: "Delete model?",
-    message: `“${name}” will be deleted from every node that has it. Clients asking for it will get “model not found”.`,
+    message: `“${name}” will be deleted from every node that is up and has it, disabled ones included; a node that is down keeps its copy. Clients asking for it will get “model not found”.`,
     confirm: "Delete model",
     danger: true,
   });
   if (!ok) return;
+  // Busy until the nodes answer: a second click would only get "not found".
+  const label = button ? button.textContent : "";
+  if (button) { button.disabled = true; button.textContent = "Deleting…"; }
   try {
     await api("DELETE", "/api/delete", { model: name });
     banner(`Model “${name}” deleted.`, "success");
   } catch (e) {
     banner(`Could not delete “${name}”: ${e.message}`);
   }
+  if (button) { button.disabled = false; button.textContent = label; }
   await reload();
 }
 
