@@ -34,7 +34,7 @@ func init() {
 			{Name: "model", In: "query", Type: "string", Desc: "exact; a name the fleet lists is matched as it lists it (llama3 finds llama3:latest)"},
 			{Name: "node", In: "query", Type: "string", Desc: "node name, exact"},
 			{Name: "who", In: "query", Type: "string", Desc: "key:<name> or user:<username>, exact"},
-			{Name: "status", In: "query", Type: "string", Desc: `a code (502), a class (4xx) or "error" (400 and above)`},
+			{Name: "status", In: "query", Type: "string", Desc: `a code (502), a class (4xx) or "error" (400 and above, and streams cut after their 200)`},
 			{Name: "since", In: "query", Type: "string", Desc: "RFC 3339, or YYYY-MM-DD HH:MM:SS in the server's time zone; inclusive"},
 			{Name: "until", In: "query", Type: "string", Desc: "as since; a bare date means the end of that day"},
 			{Name: "limit", In: "query", Type: "integer", Desc: "page size, default 50, max 200"},

@@ -350,7 +350,8 @@ func (h *Handler) FlushRequests(ctx context.Context) error {
 const defaultRequestLimit = 50
 
 // parseRequestQuery reads the filters of GET /api/requests. status is a
-// code ("502"), a class ("4xx") or "error" (400 and above); since and until
+// code ("502"), a class ("4xx") or "error" (400 and above, or a stream cut
+// after its 200); since and until
 // are read as /api/logs reads start and end.
 func (h *Handler) parseRequestQuery(q url.Values) (RequestQuery, fieldErrors) {
 	fe := fieldErrors{}
@@ -369,7 +370,7 @@ func (h *Handler) parseRequestQuery(q url.Values) (RequestQuery, fieldErrors) {
 	switch s := strings.ToLower(strings.TrimSpace(q.Get("status"))); {
 	case s == "":
 	case s == "error", s == "errors":
-		rq.StatusMin = 400
+		rq.Failed = true
 	case len(s) == 3 && s[0] >= '1' && s[0] <= '5' && s[1:] == "xx":
 		rq.StatusMin = int(s[0]-'0') * 100
 		rq.StatusMax = rq.StatusMin + 99

@@ -46,6 +46,9 @@ type Query struct {
 	Model, Node, Who string // exact
 	// StatusMin and StatusMax bound the status, inclusive.
 	StatusMin, StatusMax int
+	// Failed keeps the requests that failed: a status of 400 or above, or
+	// an error recorded with a 200 (a stream cut mid-way).
+	Failed bool
 	// Since and Until bound the time, inclusive.
 	Since, Until time.Time
 	// Limit is the most records returned (a store may cap it at
@@ -103,6 +106,7 @@ func (q Query) Match(r Record) bool {
 		q.Who != "" && r.Who != q.Who,
 		q.StatusMin != 0 && r.Status < q.StatusMin,
 		q.StatusMax != 0 && r.Status > q.StatusMax,
+		q.Failed && r.Status < 400 && r.Error == "",
 		!q.Since.IsZero() && r.Time.Before(q.Since),
 		!q.Until.IsZero() && r.Time.After(q.Until):
 		return false

@@ -57,6 +57,9 @@ func (s *Store) Requests(ctx context.Context, q history.Query) ([]history.Record
 	if q.StatusMax != 0 {
 		add("status <= ?", q.StatusMax)
 	}
+	if q.Failed {
+		where = append(where, "(status >= 400 OR error <> '')")
+	}
 	if !q.Since.IsZero() {
 		add("started_at >= ?", q.Since)
 	}

@@ -102,6 +102,9 @@ func testFilters(t *testing.T, s Store) {
 			Node:   []string{"gpu-01", "gpu-02", "gpu-03", "gpu-04", "gpu-05"}[i%5],
 			Status: []int{200, 200, 404, 502, 200, 499}[i%6],
 		})
+		if i%7 == 0 {
+			all[i].Error = "node gpu-01 failed mid-stream: unexpected EOF" // with a 200, some of them
+		}
 	}
 	if err := s.RecordRequests(ctx, all[:17]); err != nil {
 		t.Fatal(err)
@@ -145,6 +148,8 @@ func testFilters(t *testing.T, s Store) {
 		{Limit: 100, StatusMin: 200, StatusMax: 200},
 		{Limit: 100, StatusMin: 400, StatusMax: 499},
 		{Limit: 100, StatusMin: 400},
+		{Limit: 100, Failed: true},
+		{Limit: 3, Offset: 2, Failed: true, Model: "llama3:latest"},
 		{Limit: 100, Since: base.Add(10 * time.Minute)},
 		{Limit: 100, Until: base.Add(10 * time.Minute)},
 		{Limit: 100, Since: base.Add(10 * time.Minute), Until: base.Add(12*time.Minute + 30*time.Second)},
@@ -155,6 +160,10 @@ func testFilters(t *testing.T, s Store) {
 		if got, want := ids(q), expect(q); !slices.Equal(got, want) {
 			t.Errorf("Requests(%+v)\n got %v\nwant %v", q, got, want)
 		}
+	}
+	// Failed also takes a stream cut after its 200 (r00 and r28).
+	if failed := ids(history.Query{Limit: 100, Failed: true}); !slices.Contains(failed, "r28") || slices.Contains(failed, "r01") {
+		t.Errorf("Failed: %v; want r28 (200, cut) and not r01 (200, whole)", failed)
 	}
 	// Records of the same instant keep the order they were written in,
 	// newest (last written) first.
