@@ -250,13 +250,13 @@ func (h *Handler) authGuard(lv authLevel, next http.Handler) http.Handler {
 				return
 			}
 		}
+		if a := accessFrom(r.Context()); a != nil {
+			a.who = "user:" + p.Username // refused or not: the history says who tried
+		}
 		safe := r.Method == http.MethodGet || r.Method == http.MethodHead
 		if p.Role != account.RoleAdmin && (lv == adminOnly || lv == adminWrites && !safe) {
 			writeError(w, ollamaDialect, http.StatusForbidden, "admin role required")
 			return
-		}
-		if a := accessFrom(r.Context()); a != nil {
-			a.who = "user:" + p.Username
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 	})

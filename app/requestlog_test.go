@@ -538,3 +538,17 @@ func TestRequestLogRetries(t *testing.T) {
 		waitFor(t, "later records written", func() bool { return slices.Equal(f.written(), []string{"after"}) })
 	})
 }
+
+// A write refused for its role is recorded under the user who tried it.
+func TestRequestLogNamesRefusedUsers(t *testing.T) {
+	t.Parallel()
+	e := newRequestsEnv(t, app.ObserveConfig{}, nil)
+	e.user("victor", account.RoleViewer, "viewer pass")
+	viewer, _ := e.login("victor", "viewer pass")
+	resp, got := e.do("POST", "/api/proxy/nodes", `{"base_url":"http://10.0.0.9:11434"}`, "Authorization", "Bearer "+viewer)
+	expect(t, resp, got, 403, "admin role required")
+	waitFor(t, "the refused write in the history", func() bool {
+		p := e.requests("who=user:victor&status=403")
+		return len(p.Results) == 1 && p.Results[0].Path == "/api/proxy/nodes"
+	})
+}
