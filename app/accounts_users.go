@@ -124,6 +124,10 @@ func (h *Handler) handleUserCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u, err := h.ext.auth.store.CreateUser(r.Context(), account.User{Username: body.Username, Role: role, PasswordHash: hash})
+	if errors.Is(err, fleet.ErrConflict) {
+		writeJSON(w, http.StatusConflict, map[string]any{"error": err.Error(), "errors": fieldErrors{"username": {"is taken"}}})
+		return
+	}
 	if err != nil {
 		writeErr(w, r, ollamaDialect, err)
 		return

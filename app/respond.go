@@ -110,6 +110,13 @@ func errorStatus(err error) (int, string) {
 }
 
 func writeErr(w http.ResponseWriter, r *http.Request, d dialect, err error) {
+	// A field's error also names the field, as the management API's do, so
+	// that a form shows it under that field ("error" is unchanged).
+	var invalid *fleet.ValidationError
+	if d == ollamaDialect && errors.As(err, &invalid) && invalid.Field != "" {
+		writeFieldErrors(w, fieldErrors{invalid.Field: {invalid.Msg}})
+		return
+	}
 	status, msg := errorStatus(err)
 	if status == http.StatusInternalServerError {
 		if info := accessFrom(r.Context()); info != nil {

@@ -69,7 +69,8 @@ async function load() {
     else clearBanner("logs");
     body.replaceChildren(...(results.length ? results.map(row) : [emptyRow(4, "No log lines match these filters.")]));
     pager($("#pager"), {
-      offset, limit, count: typeof data.count === "number" ? data.count : null, shown: results.length,
+      // The server's limit: it caps what was asked (a limit from the address bar).
+      offset, limit: Number(data.limit) || limit, count: typeof data.count === "number" ? data.count : null, shown: results.length,
       hasMore: typeof data.has_more === "boolean" ? data.has_more : undefined,
       onPage: (o) => { offset = o; load(); },
     });

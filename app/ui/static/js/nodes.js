@@ -79,6 +79,11 @@ async function load() {
     banner("The node management API is not available on this server: nodes are shown read-only.", "info", { key: "load" });
   }
   if (!readOnly) clearBanner("load");
+  if (!nodes.length && offset > 0) {
+    // This page emptied (its last nodes deleted): show the one before.
+    offset = Math.max(0, offset - limit);
+    return load();
+  }
   $("#add-node").disabled = readOnly;
   // Redraw only what changed, so a poll does not replace a row under the
   // pointer, or the keyboard focus, for nothing. Latency and in-flight
@@ -135,7 +140,11 @@ form.addEventListener("submit", async (e) => {
   save.disabled = true;
   try {
     if (editing) {
-      await api("PATCH", `/api/proxy/nodes/${encodeURIComponent(editing.id)}`, payload);
+      // A name left as it was is not sent: one the server derived from the
+      // URL (host:port) then follows a new URL, as the API does.
+      const patch = { ...payload };
+      if (patch.name === editing.name) delete patch.name;
+      await api("PATCH", `/api/proxy/nodes/${encodeURIComponent(editing.id)}`, patch);
       banner(`Node “${payload.name}” saved.`, "success");
     } else {
       await api("POST", "/api/proxy/nodes", payload);

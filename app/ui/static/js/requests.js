@@ -92,7 +92,8 @@ async function load({ quiet = false } = {}) {
     clearBanner("requests");
     body.replaceChildren(...(results.length ? results.map(row) : [emptyRow(COLS, "No requests match these filters.")]));
     pager($("#pager"), {
-      offset, limit, count: typeof data.count === "number" ? data.count : null, shown: results.length,
+      // The server's limit: it caps what was asked (a limit from the address bar).
+      offset, limit: Number(data.limit) || limit, count: typeof data.count === "number" ? data.count : null, shown: results.length,
       hasMore: typeof data.has_more === "boolean" ? data.has_more : undefined,
       onPage: (o) => { offset = o; load(); },
     });

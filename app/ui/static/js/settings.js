@@ -53,7 +53,7 @@ const keyForm = $("#key-form");
 function keyRow(k) {
   const revoked = !!k.revoked;
   return h("tr", { class: revoked ? "row-muted" : "", data: { keyId: k.id, keyName: k.name } },
-    h("td", {}, h("span", { class: "key-name", text: k.name }), revoked ? h("span", { class: "badge badge-muted", text: "revoked" }) : null),
+    h("td", {}, h("span", { class: "key-name truncate", text: k.name, title: k.name }), revoked ? h("span", { class: "badge badge-muted", text: "revoked" }) : null),
     h("td", { class: "mono muted", text: k.prefix ? `${k.prefix}…` : "–" }),
     h("td", { class: "num", text: k.rpm_limit ? fmtNum(k.rpm_limit) : "unlimited" }),
     h("td", { class: "num key-requests", text: fmtNum(k.requests ?? 0) }),
