@@ -332,6 +332,41 @@ try {
     await page.locator("#nodes-body .node-name", { hasText: XSS }).waitFor({ state: "detached" });
   });
 
+  await step("form-error-by-the-form", async () => {
+    // The server's answer to a bad form shows by the form, not in a banner
+    // at the top of a page scrolled down to it.
+    await page.goto(`${BASE}/ui/settings`);
+    await page.fill("#key-name", "negative-rpm");
+    await page.fill("#key-rpm", "-1");
+    await page.click("#key-create");
+    const slot = page.locator('#key-form .field-error[data-for="rpm_limit"]');
+    await page.waitForFunction(() => document.querySelector('#key-form .field-error[data-for="rpm_limit"]').textContent !== "");
+    const text = await slot.textContent();
+    assert(/negative/.test(text), `the rpm field says ${JSON.stringify(text)}`);
+  });
+
+  await step("narrow-layout", async () => {
+    // On a phone-wide window no page scrolls sideways, and every link of
+    // the nav shows.
+    await page.setViewportSize({ width: 400, height: 800 });
+    try {
+      for (const path of ["/ui/nodes", "/ui/models", "/ui/settings"]) {
+        await page.goto(`${BASE}${path}`);
+        await page.locator("table tbody tr").first().waitFor();
+        const width = await page.evaluate(() => document.documentElement.scrollWidth);
+        assert(width <= 400, `${path} is ${width} px wide at 400`);
+      }
+      const hidden = await page.evaluate(() => [...document.querySelectorAll(".nav a")].filter((a) => {
+        const r = a.getBoundingClientRect();
+        return r.width === 0 || r.right > window.innerWidth || r.left < 0;
+      }).map((a) => a.textContent));
+      assert(hidden.length === 0, `nav links out of view: ${hidden.join(", ")}`);
+      await screenshot("narrow-settings");
+    } finally {
+      await page.setViewportSize({ width: 1280, height: 860 });
+    }
+  });
+
   await step("model-delete", async () => {
     await page.goto(`${BASE}/ui/models`);
     const row = page.locator("#models-body tr", { hasText: PULL_MODEL });
