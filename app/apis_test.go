@@ -117,6 +117,11 @@ func TestResponsesAndMessagesAPIs(t *testing.T) {
 	if status, body := zstdPost([]byte(`{"model":"llama3"}`)); status != 400 || !strings.Contains(body, `"message":"failed to decompress zstd body"`) {
 		t.Errorf("a body that is not zstd: %d %s", status, body)
 	}
+	// A few kilobytes that stand for 17 MiB are refused, not held.
+	bomb := enc.EncodeAll([]byte(`{"model":"llama3","input":"`+strings.Repeat("a", 17<<20)+`"}`), nil)
+	if status, body := zstdPost(bomb); status != 413 || !strings.Contains(body, "once decompressed") || len(bomb) > 64<<10 {
+		t.Errorf("%d bytes of zstd for 17 MiB: %d %s", len(bomb), status, body)
+	}
 
 	status, body := post("/v1/messages", `{"model":"llama3","stream":true,"input":"cut"}`)
 	if status != 200 || strings.Count(body, "event: delta") != 2 ||

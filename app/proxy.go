@@ -308,10 +308,20 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int,
 	return body, 0, nil
 }
 
-// unzstd decompresses a zstd request body, to at most MaxBodyBytes.
-func (h *Handler) unzstd(body []byte) ([]byte, int, error) {
-	limit := h.cfg.MaxBodyBytes
-	d, err := zstd.NewReader(bytes.NewReader(body), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(limit)))
+// unzstd decompresses a zstd request body. A few kilobytes of zstd can
+// stand for many megabytes, so what one costs is bounded apart from what
+// the client sent: at most maxZstdBody bytes once decompressed (and
+// MaxBodyBytes), an 8 MiB decoder window as Ollama allows, and a few at a
+// time (zstdSlots), the others waiting their turn.
+func (h *Handler) unzstd(ctx context.Context, body []byte) ([]byte, int, error) {
+	limit := min(h.cfg.MaxBodyBytes, maxZstdBody)
+	select {
+	case zstdSlots <- struct{}{}:
+		defer func() { <-zstdSlots }()
+	case <-ctx.Done():
+		return nil, http.StatusServiceUnavailable, ctx.Err()
+	}
+	d, err := zstd.NewReader(bytes.NewReader(body), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(8<<20))
 	if err != nil {
 		return nil, http.StatusBadRequest, errors.New("failed to decompress zstd body")
 	}
@@ -325,6 +335,10 @@ func (h *Handler) unzstd(body []byte) ([]byte, int, error) {
 	}
 	return out, 0, nil
 }
+
+const maxZstdBody = 16 << 20
+
+var zstdSlots = make(chan struct{}, 4)
 
 // proxy returns the handler of a model-routed route. Reading the request,
 // choosing the node and relaying its answer are three calls made from
@@ -360,7 +374,7 @@ func (h *Handler) candidates(w http.ResponseWriter, r *http.Request, rt route) (
 	body, status, err := h.readBody(w, r)
 	if err == nil && rt.zstdBodies && strings.EqualFold(r.Header.Get("Content-Encoding"), "zstd") {
 		// Read here for its model, and sent on as plain JSON.
-		body, status, err = h.unzstd(body)
+		body, status, err = h.unzstd(r.Context(), body)
 		r.Header.Del("Content-Encoding")
 	}
 	if err != nil {
