@@ -29,10 +29,12 @@ type PassReader interface {
 	PassStatuses(ctx context.Context) ([]fleet.Status, error)
 }
 
-// Lock makes sure only one worker among many runs a pass at a time. TryLock
-// returns ok=false, without error, when another worker holds the lock. The
-// lock expires by itself if its holder dies, so another worker takes over.
-// unlock releases it early. Nil means no lock (a single in-process worker).
+// Lock makes sure only one worker among many runs the passes. TryLock
+// returns ok=false, without error, when another worker holds the lock; the
+// worker that holds it gets it again (Schedule keeps it between passes and
+// takes it at each), and any of the unlocks of one hold ends it. The lock
+// expires by itself if its holder dies, so another worker takes over.
+// Nil means no lock (a single in-process worker).
 type Lock interface {
 	TryLock(ctx context.Context) (unlock func(), ok bool, err error)
 }

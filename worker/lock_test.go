@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -235,4 +236,74 @@ func TestScheduleKeepsTheLock(t *testing.T) {
 	if _, released := l.counts(); released != 2 {
 		t.Fatalf("after stop: released %d; want the kept lock let go", released)
 	}
+}
+
+// switchLock is held by another worker until taken is set.
+type switchLock struct {
+	mu       sync.Mutex
+	ours     bool
+	released int
+}
+
+func (l *switchLock) TryLock(context.Context) (func(), bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return func() { l.mu.Lock(); l.released++; l.mu.Unlock() }, l.ours, nil
+}
+
+// flakyNodes is a node store that can go down.
+type flakyNodes struct {
+	nodeList
+	down atomic.Bool
+}
+
+func (f *flakyNodes) Nodes(ctx context.Context) ([]fleet.Node, error) {
+	if f.down.Load() {
+		return nil, errors.New("read nodes: unavailable")
+	}
+	return f.nodeList.Nodes(ctx)
+}
+
+// A worker that stands by still reads the node list, so that when it takes
+// over during a store outage it probes what it last read; a kept lock
+// whose pass fails is let go, for a worker that may do better.
+func TestStandbyTakesOverDuringAStoreOutage(t *testing.T) {
+	node := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+	nodes := &flakyNodes{nodeList: nodeList{{ID: 1, Name: "a", BaseURL: node.URL(), Enabled: true}}}
+	l := &switchLock{}
+	board := memory.NewStatusBoard()
+	w, err := worker.New(worker.Config{Rise: 1, Fall: 1, ProbeTimeout: time.Second}, nodes, board, l, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := w.Schedule(context.Background(), time.Hour) // stands by: the lock is another's
+	defer stop()
+	nodes.down.Store(true)
+	l.mu.Lock()
+	l.ours = true // the holder died; its lock lapsed
+	l.mu.Unlock()
+	if err := w.RunOnce(context.Background()); err != nil {
+		t.Fatalf("a pass during the outage: %v", err)
+	}
+	if st, _ := board.Statuses(context.Background()); len(st) != 1 || !st[0].Healthy {
+		t.Fatalf("statuses %+v; want the last known node probed", st)
+	}
+
+	// A worker that never read the list fails its passes; one that keeps
+	// the lock lets it go when it does.
+	fresh, err := worker.New(worker.Config{Rise: 1, Fall: 1, ProbeTimeout: time.Second}, nodes, memory.NewStatusBoard(), l, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.mu.Lock()
+	before := l.released
+	l.mu.Unlock()
+	stopFresh := fresh.Schedule(context.Background(), time.Hour) // its first pass fails
+	l.mu.Lock()
+	after := l.released
+	l.mu.Unlock()
+	if after != before+1 {
+		t.Fatalf("a kept lock whose pass failed was released %d times; want once", after-before)
+	}
+	stopFresh()
 }

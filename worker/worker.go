@@ -104,7 +104,7 @@ func (w *Worker) RefreshNode(ctx context.Context, nodeID int64) error {
 // pass probes the nodes (only one of them when only is set) under the
 // lock. keep holds the lock after the pass, for the next (Schedule); else
 // it is released, as a single pass (RunOnce, a Lambda invocation) must.
-func (w *Worker) pass(ctx context.Context, only *int64, keep bool) error {
+func (w *Worker) pass(ctx context.Context, only *int64, keep bool) (passErr error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.lock != nil && only == nil {
@@ -128,6 +128,11 @@ func (w *Worker) pass(ctx context.Context, only *int64, keep bool) error {
 				level, w.standby = slog.LevelInfo, true
 			}
 			w.log.Log(ctx, level, "another worker holds the lock; this one skips its passes while it does")
+			// Keep the node list warm all the same: taking over during a
+			// store outage, this worker probes what it last read.
+			if nodes, err := w.nodes.Nodes(ctx); err == nil {
+				w.lastNodes = nodes
+			}
 			return nil
 		default:
 			if w.lockDown {
@@ -140,6 +145,14 @@ func (w *Worker) pass(ctx context.Context, only *int64, keep bool) error {
 			}
 			if keep {
 				w.release = unlock
+				// A pass that fails (no node list, statuses not written)
+				// lets the lock go: another worker may do better.
+				defer func() {
+					if passErr != nil && w.release != nil {
+						w.release()
+						w.release = nil
+					}
+				}()
 			} else {
 				w.release = nil // the unlock below lets go of a kept lock too
 				defer unlock()
