@@ -105,10 +105,13 @@ func (h *Handler) withCORS(next http.Handler) http.Handler {
 		origin := r.Header.Get("Origin")
 		if !p.allows(origin) {
 			// Same-origin pages (the web UI), reads and clients that are
-			// not browsers pass the check. So do requests with their own
-			// credentials: a page cannot send those headers without a
-			// preflight, which a foreign origin fails.
-			if r.Header.Get("Authorization") == "" && r.Header.Get("X-API-Key") == "" && h.ext.auth.cop.Check(r) != nil {
+			// not browsers pass the check. So do requests with a bearer
+			// token or an API key: a page cannot send those headers without
+			// a preflight, which a foreign origin fails. (Not any
+			// Authorization: a browser adds Basic credentials it remembers
+			// to a cross-site form post by itself.)
+			bearer, _ := bearerToken(r)
+			if bearer == "" && r.Header.Get("X-API-Key") == "" && h.ext.auth.cop.Check(r) != nil {
 				msg := "cross-origin request refused"
 				if origin != "" {
 					msg += ": origin " + strconv.Quote(origin) + " is not allowed (see --cors-origin)"

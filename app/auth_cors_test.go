@@ -106,11 +106,17 @@ func TestCORS(t *testing.T) {
 		}
 		// The same origin as the proxy (its web UI), reads, and callers that
 		// are not browsers get through to the route (here: no nodes, 503).
-		for _, c := range []struct{ method, origin, site string }{
-			{"POST", "http://proxy.internal:8000", "same-origin"},
-			{"POST", "http://proxy.internal:8000", ""},
-			{"POST", "", ""},
-			{"GET", "https://evil.example", "cross-site"},
+		// So do requests with a bearer token or an API key, which a page
+		// cannot add without a preflight; not Basic credentials, which a
+		// browser adds to a cross-site form post by itself.
+		for _, c := range []struct{ method, origin, site, header, value string }{
+			{"POST", "http://proxy.internal:8000", "same-origin", "", ""},
+			{"POST", "http://proxy.internal:8000", "", "", ""},
+			{"POST", "", "", "", ""},
+			{"GET", "https://evil.example", "cross-site", "", ""},
+			{"POST", "https://evil.example", "cross-site", "Authorization", "Bearer aivx_token"},
+			{"POST", "https://evil.example", "cross-site", "X-API-Key", "aivx_key"},
+			{"POST", "https://evil.example", "cross-site", "Authorization", "Basic dXNlcjpwYXNz"},
 		} {
 			r := httptest.NewRequest(c.method, "http://proxy.internal:8000/api/chat", strings.NewReader(`{"model":"llama3"}`))
 			if c.origin != "" {
@@ -119,10 +125,13 @@ func TestCORS(t *testing.T) {
 			if c.site != "" {
 				r.Header.Set("Sec-Fetch-Site", c.site)
 			}
+			if c.header != "" {
+				r.Header.Set(c.header, c.value)
+			}
 			w := httptest.NewRecorder()
 			h.ServeHTTP(w, r)
-			if w.Code == http.StatusForbidden {
-				t.Errorf("%+v refused: %s", c, w.Body)
+			if refused := w.Code == http.StatusForbidden; refused != strings.HasPrefix(c.value, "Basic") {
+				t.Errorf("%+v: %d %s", c, w.Code, w.Body)
 			}
 		}
 	})
