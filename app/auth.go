@@ -79,9 +79,11 @@ type AccountStore interface {
 	// hash) and returns it with its ID and times.
 	CreateUser(ctx context.Context, u account.User) (account.User, error)
 	// UpdateUser replaces the role and password hash of user u.ID; the
-	// username never changes.
+	// username never changes. It refuses to demote the last admin with
+	// account.ErrLastAdmin, checked in the write's own transaction.
 	UpdateUser(ctx context.Context, u account.User) (account.User, error)
-	// DeleteUser deletes a user.
+	// DeleteUser deletes a user, but not the last admin
+	// (account.ErrLastAdmin, as UpdateUser).
 	DeleteUser(ctx context.Context, id int64) error
 	// EndSessions increments the user's token epoch, which voids every
 	// token and session issued before.

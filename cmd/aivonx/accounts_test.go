@@ -304,12 +304,21 @@ func TestNodesCLIAmbiguousName(t *testing.T) {
 	}
 	for _, verb := range []string{"disable", "rm"} {
 		_, err := runCLI(t, "", "nodes", verb, "--data-dir", dir, "dup")
-		if err == nil || !strings.Contains(err.Error(), `2 nodes are named "dup": 1 (http://10.0.0.1:11434), 2 (http://10.0.0.2:11434)`) {
+		if err == nil || !strings.Contains(err.Error(), `"dup" names 2 nodes: 1 (dup, http://10.0.0.1:11434), 2 (dup, http://10.0.0.2:11434)`) {
 			t.Fatalf("nodes %s dup: %v", verb, err)
 		}
 	}
 	if _, err := runCLI(t, "", "nodes", "disable", "--data-dir", dir, "http://10.0.0.2:11434"); err != nil {
 		t.Fatalf("by URL: %v", err)
+	}
+	// A name that reads as another node's URL ("gpu" is http://gpu:11434).
+	for _, args := range [][]string{{"--name", "gpu", "http://10.0.0.3:11434"}, {"http://gpu:11434"}} {
+		if _, err := runCLI(t, "", append([]string{"nodes", "add", "--data-dir", dir}, args...)...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := runCLI(t, "", "nodes", "rm", "--data-dir", dir, "gpu"); err == nil || !strings.Contains(err.Error(), `"gpu" names 2 nodes`) {
+		t.Fatalf("nodes rm gpu: %v", err)
 	}
 	store, err := sqlite.Open(context.Background(), dir, nil)
 	if err != nil {
@@ -317,8 +326,8 @@ func TestNodesCLIAmbiguousName(t *testing.T) {
 	}
 	defer store.Close()
 	nodes, _ := store.Nodes(context.Background())
-	if len(nodes) != 2 || !nodes[0].Enabled || nodes[1].Enabled {
-		t.Fatalf("nodes %+v; want both kept, only the second disabled", nodes)
+	if len(nodes) != 4 || !nodes[0].Enabled || nodes[1].Enabled {
+		t.Fatalf("nodes %+v; want all kept, only the second disabled", nodes)
 	}
 }
 

@@ -103,8 +103,9 @@ func runNodesEdit(enabled *bool) cli.ActionFunc {
 }
 
 // findNode resolves an ID, a base URL (in any form NormalizeURL accepts) or
-// a name. Names need not be unique: a name that several nodes have is
-// refused, with their IDs, rather than acting on one of them.
+// a name. Names need not be unique, and a name can read as another node's
+// URL: a reference that matches several nodes is refused, with their IDs,
+// rather than acting on one of them.
 func findNode(c *cli.Context, store nodeStore, ref string) (fleet.Node, error) {
 	if id, err := strconv.ParseInt(ref, 10, 64); err == nil {
 		return store.Node(c.Context, id)
@@ -114,24 +115,21 @@ func findNode(c *cli.Context, store nodeStore, ref string) (fleet.Node, error) {
 		return fleet.Node{}, err
 	}
 	norm, _ := fleet.NormalizeURL(ref)
-	var named []fleet.Node
+	var matches []fleet.Node // by URL (unique) or by name
 	for _, n := range nodes {
-		if n.BaseURL == norm {
-			return n, nil // URLs are unique
-		}
-		if n.Name == ref {
-			named = append(named, n)
+		if n.BaseURL == norm || n.Name == ref {
+			matches = append(matches, n)
 		}
 	}
-	switch len(named) {
+	switch len(matches) {
 	case 0:
 		return fleet.Node{}, fmt.Errorf("node %q: %w", ref, fleet.ErrNotFound)
 	case 1:
-		return named[0], nil
+		return matches[0], nil
 	}
-	ids := make([]string, len(named))
-	for i, n := range named {
-		ids[i] = strconv.FormatInt(n.ID, 10) + " (" + n.BaseURL + ")"
+	ids := make([]string, len(matches))
+	for i, n := range matches {
+		ids[i] = strconv.FormatInt(n.ID, 10) + " (" + n.Name + ", " + n.BaseURL + ")"
 	}
-	return fleet.Node{}, fmt.Errorf("%d nodes are named %q: %s; give the ID or the URL", len(named), ref, strings.Join(ids, ", "))
+	return fleet.Node{}, fmt.Errorf("%q names %d nodes: %s; give the ID", ref, len(matches), strings.Join(ids, ", "))
 }

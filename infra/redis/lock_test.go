@@ -58,12 +58,22 @@ func TestWorkerLock(t *testing.T) {
 			t.Fatal("another worker took a kept lock")
 		}
 		u2()
-		u1() // harmless
-		u3, ok, err := w2.TryLock(ctx)
+		// Its other unlock belongs to the hold that ended: it must not end
+		// the worker's next one.
+		u3, ok, err := w1.TryLock(ctx)
+		if err != nil || !ok {
+			t.Fatalf("TryLock after letting go = %v, %v", ok, err)
+		}
+		u1()
+		if _, ok, _ := w2.TryLock(ctx); ok {
+			t.Fatal("an unlock of an ended hold released the next one")
+		}
+		u3()
+		u4, ok, err := w2.TryLock(ctx)
 		if err != nil || !ok {
 			t.Fatalf("TryLock after the holder let go = %v, %v", ok, err)
 		}
-		u3()
+		u4()
 	})
 	t.Run("TakeoverAfterHolderDied", func(t *testing.T) {
 		dead := redis.NewWorkerLock(c, prefix, ttl)
