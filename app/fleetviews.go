@@ -256,6 +256,14 @@ func (h *Handler) handleAnyNode(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		defer resp.Body.Close()
+		if r.URL.Path == "/api/me" && resp.StatusCode == http.StatusUnauthorized {
+			// Ollama's answer holds a sign-in link for the node: whoever
+			// opened it would sign the shared node in to their own
+			// ollama.com account. That is the operator's to do, on the node.
+			writeError(w, ollamaDialect, http.StatusUnauthorized,
+				"node "+t.node.Name+" is not signed in to ollama.com: an operator signs it in on the node itself (ollama signin)")
+			return
+		}
 		copyHeaders(w.Header(), resp.Header, skipResponseHeaders)
 		w.Header().Set("X-Aivonx-Node", t.node.Name)
 		w.WriteHeader(resp.StatusCode)

@@ -279,6 +279,16 @@ func TestOllamaModelManagement(t *testing.T) {
 			t.Fatalf("CloudStatusExperimental = %+v, %v", st, err)
 		}
 	})
+	t.Run("ErrNodeSignedOut", func(t *testing.T) {
+		// The node's sign-in link would sign the shared node in to whoever
+		// opened it: the client gets the 401 without it.
+		out := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}, SignedOut: true})
+		e := newManageEnv(t, app.Config{}, app.Deps{}, out)
+		status, body := e.do("POST", "/api/me", "")
+		if status != 401 || strings.Contains(body, "signin_url") || strings.Contains(body, "connect?") || !strings.Contains(body, "not signed in") {
+			t.Fatalf("POST /api/me with the node signed out: %d %s", status, body)
+		}
+	})
 	t.Run("DeleteFansOut", func(t *testing.T) {
 		if err := client.Delete(ctx, &api.DeleteRequest{Model: "shared"}); err != nil {
 			t.Fatal(err)

@@ -49,6 +49,9 @@ type Options struct {
 	Loaded []string
 	// Version is reported by /api/version. Default "0.17.4".
 	Version string
+	// SignedOut makes POST /api/me answer as a node not signed in to
+	// ollama.com: 401 with a sign-in link for the node.
+	SignedOut bool
 	// Tokens is the number of tokens in every generated answer. Default 5.
 	// A smaller options.num_predict (or max_tokens on /v1) shortens the
 	// answer, which then ends with done_reason "length".
@@ -640,8 +643,14 @@ func (s *Server) handleStatus(w http.ResponseWriter, _ *http.Request, _ []byte) 
 }
 
 // handleMe answers as a node signed in to ollama.com as a user named after
-// the fake's host name.
+// the fake's host name, or, SignedOut, as Ollama 0.17's WhoamiHandler
+// answers for a node that is not.
 func (s *Server) handleMe(w http.ResponseWriter, _ *http.Request, _ []byte) {
+	if s.opts.SignedOut {
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized",
+			"signin_url": "https://ollama.com/connect?name=" + url.QueryEscape(s.hostname) + "&key=fake-public-key"})
+		return
+	}
 	writeJSON(w, http.StatusOK, api.UserResponse{Name: "fake-" + s.hostname, Email: "fake@example.com"})
 }
 
