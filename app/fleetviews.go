@@ -260,8 +260,10 @@ func (h *Handler) handleAnyNode(w http.ResponseWriter, r *http.Request) {
 			// Ollama's answer holds a sign-in link for the node: whoever
 			// opened it would sign the shared node in to their own
 			// ollama.com account. That is the operator's to do, on the node.
-			writeError(w, ollamaDialect, http.StatusUnauthorized,
-				"node "+t.node.Name+" is not signed in to ollama.com: an operator signs it in on the node itself (ollama signin)")
+			// "Status" too: the Go client reads a 401 into an
+			// AuthorizationError, which keeps only that field.
+			msg := "node " + t.node.Name + " is not signed in to ollama.com: an operator signs it in on the node itself (ollama signin)"
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": msg, "Status": msg})
 			return
 		}
 		copyHeaders(w.Header(), resp.Header, skipResponseHeaders)

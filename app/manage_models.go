@@ -79,12 +79,14 @@ func (h *Handler) healthyTargets(ctx context.Context, model string) []pullTarget
 	return out
 }
 
-// upTargets are the nodes whose last check passed, enabled or not.
+// upTargets are the nodes routing would use but for being disabled:
+// healthy by their last known status and not marked unreachable.
 func (h *Handler) upTargets(ctx context.Context) []pullTarget {
 	v := h.view.get(ctx, h.now())
+	rt := h.routing()
 	var out []pullTarget
 	for _, m := range v.snap.Members() {
-		if m.Status.Healthy {
+		if m.Known && m.Status.Healthy && (rt.Excluded == nil || !rt.Excluded(m.Node.ID, m.Status)) {
 			out = append(out, pullTarget{node: m.Node, base: v.urls[m.Node.ID]})
 		}
 	}

@@ -288,6 +288,12 @@ func TestOllamaModelManagement(t *testing.T) {
 		if status != 401 || strings.Contains(body, "signin_url") || strings.Contains(body, "connect?") || !strings.Contains(body, "not signed in") {
 			t.Fatalf("POST /api/me with the node signed out: %d %s", status, body)
 		}
+		// The Go client keeps a 401's Status, which says what to do.
+		_, err := e.client().Whoami(ctx)
+		var ae api.AuthorizationError
+		if !errors.As(err, &ae) || ae.SigninURL != "" || !strings.Contains(ae.Status, "not signed in") {
+			t.Fatalf("Whoami with the node signed out: %#v", err)
+		}
 	})
 	t.Run("DeleteFansOut", func(t *testing.T) {
 		if err := client.Delete(ctx, &api.DeleteRequest{Model: "shared"}); err != nil {
