@@ -110,8 +110,7 @@ func (h *Handler) withCORS(next http.Handler) http.Handler {
 			// a preflight, which a foreign origin fails. (Not any
 			// Authorization: a browser adds Basic credentials it remembers
 			// to a cross-site form post by itself.)
-			bearer, _ := bearerToken(r)
-			if bearer == "" && r.Header.Get("X-API-Key") == "" && h.ext.auth.cop.Check(r) != nil {
+			if h.ext.auth.cop.Check(r) != nil && !ownCredentials(r) {
 				msg := "cross-origin request refused"
 				if origin != "" {
 					msg += ": origin " + strconv.Quote(origin) + " is not allowed (see --cors-origin)"
@@ -148,4 +147,10 @@ func (h *Handler) withCORS(next http.Handler) http.Handler {
 		hdr.Set("Access-Control-Max-Age", corsMaxAge)
 		w.WriteHeader(http.StatusNoContent)
 	})
+}
+
+// ownCredentials reports whether r carries a bearer token or an API key.
+func ownCredentials(r *http.Request) bool {
+	bearer, _ := bearerToken(r)
+	return bearer != "" || r.Header.Get("X-API-Key") != ""
 }
