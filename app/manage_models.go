@@ -79,14 +79,14 @@ func (h *Handler) healthyTargets(ctx context.Context, model string) []pullTarget
 	return out
 }
 
-// upTargets are the nodes routing would use but for being disabled:
-// healthy by their last known status and not marked unreachable.
+// upTargets are the nodes that are up (fleet.Routing.Up), disabled ones
+// included.
 func (h *Handler) upTargets(ctx context.Context) []pullTarget {
 	v := h.view.get(ctx, h.now())
 	rt := h.routing()
 	var out []pullTarget
 	for _, m := range v.snap.Members() {
-		if m.Known && m.Status.Healthy && (rt.Excluded == nil || !rt.Excluded(m.Node.ID, m.Status)) {
+		if rt.Up(m) {
 			out = append(out, pullTarget{node: m.Node, base: v.urls[m.Node.ID]})
 		}
 	}

@@ -87,9 +87,13 @@ type Routing struct {
 	Excluded func(nodeID int64, st Status) bool
 }
 
-func (r Routing) usable(m Member) bool {
-	return m.Node.Enabled && m.Known && m.Status.Healthy &&
-		(r.Excluded == nil || !r.Excluded(m.Node.ID, m.Status))
+func (r Routing) usable(m Member) bool { return m.Node.Enabled && r.Up(m) }
+
+// Up reports whether m is up, enabled or not: healthy by its last known
+// status and not marked unreachable. A disabled node that is up still
+// answers what concerns the models it keeps (a delete).
+func (r Routing) Up(m Member) bool {
+	return m.Known && m.Status.Healthy && (r.Excluded == nil || !r.Excluded(m.Node.ID, m.Status))
 }
 
 // Routable returns the members that may take requests: enabled, healthy by
