@@ -33,6 +33,13 @@ import (
 )
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == floorFlag {
+		if err := serveFloor(os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, "loadbench floor proxy:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "loadbench:", err)
 		os.Exit(1)
@@ -116,6 +123,12 @@ func run() error {
 	} else {
 		fmt.Fprintln(os.Stderr, "loadbench: no nginx baseline:", err)
 	}
+	floor, furl, err := startFloor(nodeURLs[0])
+	if err != nil {
+		return fmt.Errorf("floor proxy: %w", err)
+	}
+	defer stop(floor)
+	targets = append(targets, target{name: floorName, url: furl, pid: floor.Process.Pid})
 	proxy, purl, err := startProxy(o, tmp, nodeURLs, nil)
 	if err != nil {
 		return err
@@ -281,6 +294,12 @@ func retarget(o options, tmp string, targets []target, url string) ([]target, er
 			out = append(out, target{name: t.name, url: url})
 		case strings.HasPrefix(t.name, "nginx"):
 			cmd, u, err := startNginx(tmp, url)
+			if err != nil {
+				return out, err
+			}
+			out = append(out, target{name: t.name, url: u, pid: cmd.Process.Pid, cmd: cmd})
+		case t.name == floorName:
+			cmd, u, err := startFloor(url)
 			if err != nil {
 				return out, err
 			}
