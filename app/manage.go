@@ -122,8 +122,9 @@ func writeFieldErrors(w http.ResponseWriter, fe fieldErrors) {
 }
 
 // writeManageErr answers a store error: a validation error becomes a field
-// error, the rest goes through errorStatus.
-func writeManageErr(w http.ResponseWriter, r *http.Request, err error) {
+// error, the rest goes through errorStatus. A node's duplicate URL is named
+// under urlField, the field the request gave it in.
+func writeManageErr(w http.ResponseWriter, r *http.Request, err error, urlField string) {
 	var invalid *fleet.ValidationError
 	if errors.As(err, &invalid) {
 		writeFieldErrors(w, fieldErrors{invalid.Field: {invalid.Msg}})
@@ -132,7 +133,7 @@ func writeManageErr(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, fleet.ErrConflict) {
 		writeJSON(w, http.StatusConflict, map[string]any{
 			"error":  "a node with this base URL already exists",
-			"errors": fieldErrors{"base_url": {"a node with this URL already exists"}},
+			"errors": fieldErrors{urlField: {"a node with this URL already exists"}},
 		})
 		return
 	}
@@ -263,7 +264,7 @@ func (h *Handler) handleConfigUpdate(w http.ResponseWriter, r *http.Request) {
 	}
 	saved, err := h.deps.Admin.SaveSettings(r.Context(), s)
 	if err != nil {
-		writeManageErr(w, r, err)
+		writeManageErr(w, r, err, "")
 		return
 	}
 	h.view.invalidate()

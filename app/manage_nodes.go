@@ -194,17 +194,30 @@ func (h *Handler) findNode(ctx context.Context, id int64) (fleet.Node, error) {
 }
 
 // nodeFailed answers err, a store's error about node id, if there is one
-// (404 when the node does not exist) and reports whether it did.
-func nodeFailed(w http.ResponseWriter, r *http.Request, id int64, err error) bool {
+// (404 when the node does not exist) and reports whether it did. fields
+// are the request's, if it had any (nodeURLField).
+func nodeFailed(w http.ResponseWriter, r *http.Request, id int64, err error, fields map[string]json.RawMessage) bool {
 	switch {
 	case err == nil:
 		return false
 	case errors.Is(err, fleet.ErrNotFound):
 		writeError(w, ollamaDialect, http.StatusNotFound, "node not found: "+strconv.FormatInt(id, 10))
 	default:
-		writeManageErr(w, r, err)
+		writeManageErr(w, r, err, nodeURLField(fields))
 	}
 	return true
+}
+
+// nodeURLField names the field a node's URL came in: "address" when the
+// request used the upstream's address and port, so that an error about
+// the URL sits by the field the form filled in.
+func nodeURLField(fields map[string]json.RawMessage) string {
+	if _, base := fields["base_url"]; !base {
+		if _, addr := fields["address"]; addr {
+			return "address"
+		}
+	}
+	return "base_url"
 }
 
 // handleNodeGet is GET /api/proxy/nodes/{id}.
@@ -214,7 +227,7 @@ func (h *Handler) handleNodeGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n, err := h.findNode(r.Context(), id)
-	if nodeFailed(w, r, id, err) {
+	if nodeFailed(w, r, id, err, nil) {
 		return
 	}
 	writeJSON(w, http.StatusOK, onlyFields(r, h.nodeView(r.Context(), []fleet.Node{n}))[0])
@@ -243,7 +256,7 @@ func (h *Handler) handleNodeCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	created, err := h.deps.Admin.CreateNode(r.Context(), n)
 	if err != nil {
-		writeManageErr(w, r, err)
+		writeManageErr(w, r, err, nodeURLField(fields))
 		return
 	}
 	h.log.Info("node added", "node", created.Name, "node_id", created.ID, "url", created.BaseURL, "enabled", created.Enabled)
@@ -271,7 +284,7 @@ func (h *Handler) handleNodeUpdate(partial bool) http.HandlerFunc {
 			return
 		}
 		old, err := h.deps.Admin.Node(r.Context(), id)
-		if nodeFailed(w, r, id, err) {
+		if nodeFailed(w, r, id, err, nil) {
 			return
 		}
 		n := old
@@ -282,7 +295,7 @@ func (h *Handler) handleNodeUpdate(partial bool) http.HandlerFunc {
 			return
 		}
 		saved, err := h.deps.Admin.UpdateNode(r.Context(), n)
-		if nodeFailed(w, r, id, err) {
+		if nodeFailed(w, r, id, err, fields) {
 			return
 		}
 		h.log.Info("node updated", "node", saved.Name, "node_id", saved.ID, "url", saved.BaseURL, "enabled", saved.Enabled)
@@ -305,7 +318,7 @@ func (h *Handler) handleNodeDelete(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if nodeFailed(w, r, id, h.deps.Admin.DeleteNode(r.Context(), id)) {
+	if nodeFailed(w, r, id, h.deps.Admin.DeleteNode(r.Context(), id), nil) {
 		return
 	}
 	h.log.Info("node deleted", "node_id", id)
@@ -434,7 +447,7 @@ func (h *Handler) applyNodeInput(w http.ResponseWriter, r *http.Request, n *flee
 		n.BaseURL = u
 	}
 	if err := n.Validate(); err != nil {
-		writeManageErr(w, r, err)
+		writeManageErr(w, r, err, urlField)
 		return false
 	}
 	return true

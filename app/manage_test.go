@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -186,6 +187,11 @@ func TestNodeCRUD(t *testing.T) {
 	t.Run("ErrConflict", func(t *testing.T) {
 		body := e.expect("POST", "/api/proxy/nodes", `{"base_url":"`+b.URL()+`/"}`, 409)
 		fieldError(t, body, "base_url")
+		// Given as the upstream's address and port, the error sits by the
+		// field the form filled in.
+		u, _ := url.Parse(b.URL())
+		body = e.expect("POST", "/api/proxy/nodes", `{"address":"`+u.Hostname()+`","port":`+u.Port()+`}`, 409)
+		fieldError(t, body, "address")
 	})
 
 	t.Run("ErrValidation", func(t *testing.T) {
