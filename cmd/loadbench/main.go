@@ -1,6 +1,7 @@
 // Command loadbench measures what Aivonx adds on top of going to a node
-// directly. It starts fake Ollama nodes (cmd/fakeollama) and the real
-// aivonx binary as separate processes, drives the same streamed-chat
+// directly. It starts fake Ollama nodes (cmd/fakeollama), nginx when
+// installed, a Go floor (floor.go) and the real aivonx binary as separate
+// processes, drives the same streamed-chat
 // workload at each target in one run, and prints a Markdown table:
 // requests/s, latency p50/p99 and the proxy's CPU time per request (from
 // /proc, so the load generator's own CPU is not counted).
