@@ -290,6 +290,27 @@ func TestCLINotesANewStore(t *testing.T) {
 	}
 }
 
+// TestCLINotesAnEmptiedStore: a store file truncated to nothing (a full
+// disk, a bad restore) is not taken for a new store in silence.
+func TestCLINotesAnEmptiedStore(t *testing.T) {
+	t.Setenv("DATABASE_URL", "")
+	t.Setenv("AIVONX_DATABASE_URL", "")
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "aivonx.db"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	a := newCLI()
+	a.Writer, a.ErrWriter = io.Discard, &stderr
+	a.ExitErrHandler = func(*cli.Context, error) {}
+	if err := a.Run([]string{"aivonx", "nodes", "list", "--data-dir", dir}); err != nil {
+		t.Fatal(err)
+	}
+	if note := stderr.String(); !strings.Contains(note, "was an empty file") {
+		t.Fatalf("stderr %q; want the note that the store was empty", note)
+	}
+}
+
 // A name that two nodes share is refused, naming both, rather than acting
 // on whichever comes first.
 func TestNodesCLIAmbiguousName(t *testing.T) {

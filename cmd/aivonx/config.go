@@ -129,12 +129,12 @@ func openBackend(c *cli.Context, log *slog.Logger) (*backend, error) {
 	case dbURL != "" || redisURL != "":
 		return nil, errors.New("the shared mode needs both --database-url (DATABASE_URL) and --redis-url (REDIS_URL)")
 	}
-	return openEmbedded(c)
+	return openEmbedded(c, log)
 }
 
 // openEmbedded takes the data directory's serve lock, then opens the store
 // (migrating it: the lock says no other serve is using it).
-func openEmbedded(c *cli.Context) (*backend, error) {
+func openEmbedded(c *cli.Context, log *slog.Logger) (*backend, error) {
 	dir := dataDir(c)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
@@ -143,10 +143,15 @@ func openEmbedded(c *cli.Context) (*backend, error) {
 	if err != nil {
 		return nil, err
 	}
+	path := filepath.Join(dir, sqlite.FileName)
+	wiped := emptyStore(path)
 	store, err := sqlite.Open(c.Context, dir, nil)
 	if err != nil {
 		unlock()
 		return nil, err
+	}
+	if wiped {
+		log.Warn("the store was an empty file: started a new one; its nodes, users, keys and history are gone unless restored from a backup", "path", path)
 	}
 	board := memory.NewStatusBoard()
 	var once sync.Once
@@ -171,9 +176,13 @@ func openStore(c *cli.Context, log *slog.Logger) (nodeStore, func(), error) {
 	dir := dataDir(c)
 	path := filepath.Join(dir, sqlite.FileName)
 	_, statErr := os.Stat(path)
+	wiped := emptyStore(path)
 	store, err := sqlite.Open(c.Context, dir, upgradeUnlessServed(dir))
 	if err != nil {
 		return nil, nil, err
+	}
+	if wiped {
+		fmt.Fprintf(c.App.ErrWriter, "aivonx: the store at %s was an empty file: started a new one; restore it from a backup if it held nodes\n", path)
 	}
 	if errors.Is(statErr, os.ErrNotExist) {
 		// Most likely the wrong directory (./data is relative to where the
@@ -185,6 +194,16 @@ func openStore(c *cli.Context, log *slog.Logger) (nodeStore, func(), error) {
 		fmt.Fprintf(c.App.ErrWriter, "aivonx: no store was at %s: created a new one; serve uses it only with --data-dir %s\n", path, shellQuote(filepath.Dir(path)))
 	}
 	return store, func() { store.Close() }, nil
+}
+
+// emptyStore reports whether the store at path exists but holds no byte.
+// SQLite takes such a file for a new database and says nothing; but the
+// store is never left empty once opened (its schema is written at once), so
+// an empty one was truncated or replaced (a full disk, a bad restore), and
+// the operator must hear that the nodes, users and keys are gone.
+func emptyStore(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular() && fi.Size() == 0
 }
 
 // dataDir is --data-dir, whose default also stands for an empty value: an
