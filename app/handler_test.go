@@ -669,6 +669,16 @@ func TestFleetViews(t *testing.T) {
 	if health.Status != "ok" || health.Nodes.Total != 3 || health.Nodes.Healthy != 2 {
 		t.Fatalf("health = %+v", health)
 	}
+	// No node left to route to: still 200 (the proxy is up), but a monitor
+	// reading the status sees the outage.
+	a.Close()
+	b.Close()
+	e.pass()
+	e.settle()
+	get("/api/health", &health)
+	if health.Status != "degraded" || health.Nodes.Healthy != 0 {
+		t.Fatalf("health with every node down = %+v", health)
+	}
 }
 
 func TestRoutingSpreadsAndDrains(t *testing.T) {

@@ -166,7 +166,9 @@ func (h *Handler) handleActiveRequests(w http.ResponseWriter, r *http.Request) {
 
 // handleHealth is GET /api/health: the proxy is up; it reports each
 // dependency and how old the worker's last pass is. It answers 200 while the
-// proxy can serve (even degraded), so load balancers keep it in rotation.
+// proxy can serve (even degraded), so load balancers keep it in rotation;
+// the status says "degraded" when a dependency is down, the worker's pass
+// is stale, or no configured node can be routed to.
 func (h *Handler) handleHealth(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
@@ -191,6 +193,9 @@ func (h *Handler) handleHealth(w http.ResponseWriter, r *http.Request) {
 		status = "degraded"
 	}
 	routable := len(v.snap.Routable(h.routing()))
+	if routable == 0 && len(v.snap.Members()) > 0 {
+		status = "degraded" // up, but every request for a model fails
+	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"status": status, "version": h.cfg.Version, "mode": h.cfg.Mode,
 		"dependencies": deps, "worker": worker,
