@@ -169,31 +169,13 @@ func (h *Handler) adminIfUser(next http.HandlerFunc) http.HandlerFunc {
 // answered the request.
 func (h *Handler) admitKey(d dialect, w http.ResponseWriter, r *http.Request) (keyID int64, _ *http.Request, ok bool) {
 	st := h.ext.auth
-	// Either header may carry the key; some clients send both, one of
-	// them a placeholder (x-api-key: dummy next to the real bearer).
-	raw := r.Header.Get("X-API-Key")
-	if bearer, _ := bearerToken(r); raw == "" || !account.LooksLikeKey(raw) && account.LooksLikeKey(bearer) {
-		raw = bearer
-	}
-	var key account.Key
-	found := false
-	if account.LooksLikeKey(raw) {
-		var err error
-		// A cached key may have been revoked unheard during a break in the
-		// revocations.
-		var since time.Time
-		useCache := true
-		if rv := h.deps.Revocations; rv != nil {
-			since, useCache = rv.ListeningSince()
+	raw, key, found, err := h.lookupKey(r)
+	if err != nil {
+		if st.required {
+			writeErr(w, r, d, err)
+			return 0, r, false
 		}
-		key, found, err = st.keys.lookup(r.Context(), st.store, raw, st.now(), since, useCache)
-		if err != nil {
-			if st.required {
-				writeErr(w, r, d, err)
-				return 0, r, false
-			}
-			h.log.Warn("api key lookup failed; serving the request without its key", "err", err.Error())
-		}
+		h.log.Warn("api key lookup failed; serving the request without its key", "err", err.Error())
 	}
 	if !found {
 		if !st.required {
@@ -212,6 +194,56 @@ func (h *Handler) admitKey(d dialect, w http.ResponseWriter, r *http.Request) (k
 		a.who, a.apiKeyID = "key:"+key.Name, key.ID
 	}
 	return key.ID, r, true
+}
+
+// lookupKey finds the valid, unrevoked API key the request carries. raw is
+// what it sent as a key, if anything looked like one.
+func (h *Handler) lookupKey(r *http.Request) (raw string, _ account.Key, found bool, _ error) {
+	// Either header may carry the key; some clients send both, one of
+	// them a placeholder (x-api-key: dummy next to the real bearer).
+	raw = r.Header.Get("X-API-Key")
+	if bearer, _ := bearerToken(r); raw == "" || !account.LooksLikeKey(raw) && account.LooksLikeKey(bearer) {
+		raw = bearer
+	}
+	if !account.LooksLikeKey(raw) {
+		return raw, account.Key{}, false, nil
+	}
+	// A cached key may have been revoked unheard during a break in the
+	// revocations.
+	var since time.Time
+	useCache := true
+	if rv := h.deps.Revocations; rv != nil {
+		since, useCache = rv.ListeningSince()
+	}
+	st := h.ext.auth
+	key, found, err := st.keys.lookup(r.Context(), st.store, raw, st.now(), since, useCache)
+	return raw, key, found, err
+}
+
+// requireKeyOrUser lets through a valid API key or a logged-in user: for
+// /metrics with --metrics-private, where a scraper sends a fixed
+// credential (Prometheus' authorization.credentials) and cannot refresh a
+// login token.
+func (h *Handler) requireKeyOrUser(next http.Handler) http.Handler {
+	user := h.requireUser(next)
+	if h.ext.auth.store == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, key, found, err := h.lookupKey(r)
+		if err != nil {
+			writeErr(w, r, ollamaDialect, err)
+			return
+		}
+		if !found {
+			user.ServeHTTP(w, r)
+			return
+		}
+		if a := accessFrom(r.Context()); a != nil {
+			a.who, a.apiKeyID = "key:"+key.Name, key.ID
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // countKeyUse records a served request, and its tokens, against its key.

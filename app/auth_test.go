@@ -69,6 +69,16 @@ func newAuthEnv(t *testing.T, mod func(*app.AuthConfig)) *authEnv {
 // newAuthEnvWith is newAuthEnv with optional dependencies set by deps.
 func newAuthEnvWith(t *testing.T, mod func(*app.AuthConfig), deps func(*app.Deps)) *authEnv {
 	t.Helper()
+	return newAuthEnvConfig(t, func(cfg *app.Config) {
+		if mod != nil {
+			mod(&cfg.Auth)
+		}
+	}, deps)
+}
+
+// newAuthEnvConfig is newAuthEnv with the whole configuration open to mod.
+func newAuthEnvConfig(t *testing.T, mod func(*app.Config), deps func(*app.Deps)) *authEnv {
+	t.Helper()
 	ctx := context.Background()
 	node := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
 	store, err := sqlite.Open(ctx, t.TempDir(), nil)
@@ -89,7 +99,7 @@ func newAuthEnvWith(t *testing.T, mod func(*app.AuthConfig), deps func(*app.Deps
 	clock := &fakeClock{t: time.Now()}
 	cfg := app.Config{RefreshEvery: time.Millisecond, Auth: app.AuthConfig{SecretKey: testSecret, Now: clock.Now, UsageFlushEvery: 20 * time.Millisecond}}
 	if mod != nil {
-		mod(&cfg.Auth)
+		mod(&cfg)
 	}
 	d := app.Deps{Fleet: fs, Statuses: board, InFlight: memory.NewInFlight(), Log: log, Accounts: store}
 	if deps != nil {
@@ -695,6 +705,45 @@ func TestUsersAPI(t *testing.T) {
 		resp, got = do("DELETE", "/api/account/users/"+id, "")
 		expect(t, resp, got, 409, "last admin")
 	})
+}
+
+// With --metrics-private, a scraper's fixed credential, an API key, reads
+// /metrics as a login does; nothing else does.
+func TestMetricsPrivate(t *testing.T) {
+	t.Parallel()
+	e := newAuthEnvConfig(t, func(cfg *app.Config) { cfg.Observe.MetricsPrivate = true }, nil)
+	e.user("alice", account.RoleViewer, "correct horse")
+	e.user("root", account.RoleAdmin, "correct horse")
+	viewer, refresh := e.login("alice", "correct horse")
+	admin, _ := e.login("root", "correct horse")
+	id, key := createKey(t, e, admin, `{"name":"prometheus"}`)
+	for name, hdr := range map[string][]string{
+		"Bearer key":   {"Authorization", "Bearer " + key},
+		"X-API-Key":    {"X-API-Key", key},
+		"Viewer login": {"Authorization", "Bearer " + viewer},
+	} {
+		resp, got := e.do("GET", "/metrics", "", hdr...)
+		if resp.StatusCode != 200 || !strings.Contains(got, "aivonx_requests_total") {
+			t.Errorf("%s: %d %.200s", name, resp.StatusCode, got)
+		}
+	}
+	for name, hdr := range map[string][]string{
+		"Nothing":       nil,
+		"Unknown key":   {"Authorization", "Bearer aivx_" + strings.Repeat("A", 32)},
+		"Refresh token": {"Authorization", "Bearer " + refresh},
+		"Dummy key":     {"X-API-Key", "ollama"},
+	} {
+		resp, got := e.do("GET", "/metrics", "", hdr...)
+		if resp.StatusCode != 401 {
+			t.Errorf("%s: %d %.200s; want 401", name, resp.StatusCode, got)
+		}
+	}
+	resp, got := e.do("DELETE", fmt.Sprintf("/api/keys/%d", id), "", "Authorization", "Bearer "+admin)
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("revoke: %d %s", resp.StatusCode, got)
+	}
+	resp, got = e.do("GET", "/metrics", "", "Authorization", "Bearer "+key)
+	expect(t, resp, got, 401, "authentication required")
 }
 
 // createKey creates a key through the API and returns its ID and plaintext.

@@ -16,7 +16,9 @@ import (
 
 // ObserveConfig configures logs and metrics.
 type ObserveConfig struct {
-	// MetricsPrivate puts GET /metrics behind a login (requireUser). False,
+	// MetricsPrivate puts GET /metrics behind an API key or a login
+	// (requireKeyOrUser: a scraper sends a key, as it cannot refresh a
+	// login). False,
 	// the default, leaves it public, as most exporters are: it shows node
 	// names and model names, never URLs or secrets (though a node added
 	// without a name is named after its host:port).
@@ -82,7 +84,7 @@ func (h *Handler) observeRoutes(mux *routeMux) {
 	mux.Handle("GET /api/logs/", logs) // the upstream's path, slash included
 	var m http.Handler = h.ext.observe.metrics.handler()
 	if h.cfg.Observe.MetricsPrivate {
-		m = h.requireUser(m)
+		m = h.requireKeyOrUser(m)
 	}
 	mux.Handle("GET /metrics", m)
 	mux.HandleFunc("GET /api/schema", h.handleSchema)

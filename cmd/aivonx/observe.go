@@ -22,7 +22,7 @@ var (
 	nodeAllowFlag = &cli.StringSliceFlag{Name: "node-allow-cidr", EnvVars: []string{"AIVONX_NODE_ALLOW_CIDRS"},
 		Usage: "networks nodes may point at, e.g. 10.0.0.0/8 (repeat, or comma-separated in the env var); a node's host must resolve inside them; empty allows any"}
 	metricsPrivateFlag = &cli.BoolFlag{Name: "metrics-private", EnvVars: []string{"AIVONX_METRICS_PRIVATE"},
-		Usage: "require a login for GET /metrics (public by default, like most exporters)"}
+		Usage: "require an API key or a login for GET /metrics (public by default, like most exporters)"}
 	requestLogDaysFlag = &cli.IntFlag{Name: "request-log-days", Value: 14, EnvVars: []string{"AIVONX_REQUEST_LOG_DAYS"},
 		Usage: "days the request log (GET /api/requests, the UI's request history) keeps a request; 0 keeps them all"}
 	requestLogMaxRowsFlag = &cli.IntFlag{Name: "request-log-max-rows", Value: 1_000_000, EnvVars: []string{"AIVONX_REQUEST_LOG_MAX_ROWS"},
