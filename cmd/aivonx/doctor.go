@@ -34,14 +34,11 @@ secret, every node (probed directly: reachable, latency, version, models) and
 the age of the health worker's last pass. Each failure comes with a one-line
 fix. Exits non-zero when any check fails. Run it with the same flags and
 environment as serve.`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "url", EnvVars: []string{"AIVONX_DOCTOR_URL"},
 				Usage: "a running proxy, asked for the worker's last pass in the embedded mode (default: serve's --addr on this machine)"},
-			addrFlag,
 			&cli.DurationFlag{Name: "timeout", Value: 5 * time.Second, EnvVars: []string{"AIVONX_DOCTOR_TIMEOUT"}, Usage: "bound of each check"},
-			dataDirFlag, databaseFlag, redisFlag, redisPrefixFlag, logLevelFlag, logFileFlag,
-			healthEveryFlag, secretKeyFlag, nodeAllowFlag,
-		},
+		}, serveFlags()...),
 		Action: runDoctor,
 	}
 }
@@ -113,6 +110,10 @@ func runDoctor(c *cli.Context) error {
 	}
 	if mode == "shared" && (dbURL == "" || redisURL == "") {
 		d.fail("configuration", strings.Join(cfg, " "), "the shared mode needs both DATABASE_URL and REDIS_URL; unset both for the embedded mode")
+		return d.result()
+	}
+	if err := checkServeFlags(c); err != nil {
+		d.fail("configuration", strings.Join(cfg, " "), "serve would refuse to start: "+err.Error())
 		return d.result()
 	}
 	d.ok("configuration", strings.Join(cfg, " "))
@@ -416,3 +417,41 @@ func maskURL(raw string) string {
 // dsnPassword is a password=value pair of a key=value connection string,
 // the value bare or single-quoted.
 var dsnPassword = regexp.MustCompile(`(?i)(\w*password\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)`)
+
+// checkServeFlags checks what serve checks of its flags before it starts,
+// so that doctor, run with serve's flags, does not pass a configuration
+// serve refuses. The log file is created if missing, as serve would.
+func checkServeFlags(c *cli.Context) error {
+	if _, err := newLogger(c, io.Discard); err != nil {
+		return err
+	}
+	if f := c.String(logFileFlag.Name); f != "" {
+		if err := checkLogFile(f); err != nil {
+			return fmt.Errorf("--log-file: %w", err)
+		}
+	}
+	if _, err := observeConfig(c); err != nil {
+		return err
+	}
+	if _, err := manageConfig(c); err != nil {
+		return err
+	}
+	if _, err := parsePrefixes(c.StringSlice(trustedProxyFlag.Name)); err != nil {
+		return fmt.Errorf("--%s: %w", trustedProxyFlag.Name, err)
+	}
+	if s := c.String("strategy"); s != "" {
+		if _, err := fleet.ParseStrategy(s); err != nil {
+			return fmt.Errorf("--strategy: %w", err)
+		}
+	}
+	for _, v := range c.StringSlice("node") {
+		for _, u := range strings.Split(v, ",") {
+			if u = strings.TrimSpace(u); u != "" {
+				if _, err := fleet.NormalizeURL(u); err != nil {
+					return fmt.Errorf("--node %q: %w", maskURL(u), err)
+				}
+			}
+		}
+	}
+	return nil
+}

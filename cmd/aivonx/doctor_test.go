@@ -48,6 +48,24 @@ func TestDoctor(t *testing.T) {
 	}))
 	defer serve.Close()
 
+	// What serve refuses at start, doctor (run with serve's flags) fails.
+	t.Run("FlagsServeRefuses", func(t *testing.T) {
+		for _, args := range [][]string{
+			{"--log-level", "verbose"},
+			{"--log-file", t.TempDir()},
+			{"--request-log-days", "-1"},
+			{"--node-allow-cidr", "10.0.0.0/33"},
+			{"--trusted-proxy", "nope"},
+			{"--strategy", "round_robin_please"},
+			{"--node", "ftp://gpu-1"},
+		} {
+			out, err := runDoctorCLI(t, append([]string{"--data-dir", dir, "--url", serve.URL}, args...)...)
+			if err == nil || !strings.Contains(out, "✗ configuration") || !strings.Contains(out, "serve would refuse to start") {
+				t.Errorf("doctor %v: err = %v\n%s", args, err, out)
+			}
+		}
+	})
+
 	t.Run("OK", func(t *testing.T) {
 		out, err := runDoctorCLI(t, "--data-dir", dir, "--url", serve.URL)
 		if err != nil {

@@ -26,33 +26,39 @@ func serveCommand() *cli.Command {
 settings in a SQLite file under --data-dir, node status in memory, health checks
 in-process. With DATABASE_URL and REDIS_URL it reads the fleet that the worker
 keeps in Postgres and Redis, and shares in-flight counts with every replica.`,
-		Flags: []cli.Flag{
-			addrFlag,
-			&cli.StringSliceFlag{Name: "node", EnvVars: []string{"AIVONX_NODES"},
-				Usage: "an Ollama node URL to add to the store if missing (repeat, or comma-separated in the env var); with none and an empty store, http://127.0.0.1:11434"},
-			&cli.StringFlag{Name: "strategy", EnvVars: []string{"AIVONX_STRATEGY"},
-				Usage: "least_active or lowest_latency; saved as the runtime setting when given"},
-			&cli.Int64Flag{Name: "max-body-bytes", Value: 64 << 20, EnvVars: []string{"AIVONX_MAX_BODY_BYTES"}, Usage: "largest request body accepted (413 above)"},
-			&cli.DurationFlag{Name: "first-byte-timeout", Value: 5 * time.Minute, EnvVars: []string{"AIVONX_FIRST_BYTE_TIMEOUT"},
-				Usage: "how long a node may take to send a stream's first token (model loads are slow), to take a request's body, or to fall silent mid-stream; answers that come whole are not bounded"},
-			&cli.DurationFlag{Name: "shutdown-timeout", Value: 60 * time.Second, EnvVars: []string{"AIVONX_SHUTDOWN_TIMEOUT"},
-				Usage: "on SIGTERM, how long in-flight streams may run before they are cut"},
-			&cli.DurationFlag{Name: "read-header-timeout", Value: 10 * time.Second, EnvVars: []string{"AIVONX_READ_HEADER_TIMEOUT"},
-				Usage: "how long a client may take to send its request headers (slow-loris guard)"},
-			&cli.DurationFlag{Name: "body-idle-timeout", Value: 60 * time.Second, EnvVars: []string{"AIVONX_BODY_IDLE_TIMEOUT"},
-				Usage: "how long a request body may stop arriving before the request ends with a 408 (a slow but steady upload is not cut)"},
-			&cli.BoolFlag{Name: "with-worker", EnvVars: []string{"AIVONX_WITH_WORKER"},
-				Usage: "in the shared mode, also run the health worker in this process (one-VM deployments)"},
-			&cli.StringFlag{Name: "lambda-front", Value: "function-url", EnvVars: []string{"AIVONX_LAMBDA_FRONT"},
-				Usage: "under Lambda: function-url (streaming), http-api or alb"},
-			&cli.StringFlag{Name: "pprof-addr", EnvVars: []string{"AIVONX_PPROF_ADDR"},
-				Usage: "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off by default"},
-			dataDirFlag, databaseFlag, redisFlag, redisPrefixFlag, logLevelFlag,
-			healthEveryFlag, modelsEveryFlag, riseFlag, fallFlag, lockTTLFlag, leaseTTLFlag,
-			secretKeyFlag, requireAPIKeyFlag, corsOriginFlag, trustedProxyFlag, adminPasswordFlag,
-			logFileFlag, nodeAllowFlag, metricsPrivateFlag, requestLogDaysFlag, requestLogMaxRowsFlag,
-		},
+		Flags:  serveFlags(),
 		Action: runServe,
+	}
+}
+
+// serveFlags are serve's flags; doctor takes them all too, so that it runs
+// with the same command line as serve.
+func serveFlags() []cli.Flag {
+	return []cli.Flag{
+		addrFlag,
+		&cli.StringSliceFlag{Name: "node", EnvVars: []string{"AIVONX_NODES"},
+			Usage: "an Ollama node URL to add to the store if missing (repeat, or comma-separated in the env var); with none and an empty store, http://127.0.0.1:11434"},
+		&cli.StringFlag{Name: "strategy", EnvVars: []string{"AIVONX_STRATEGY"},
+			Usage: "least_active or lowest_latency; saved as the runtime setting when given"},
+		&cli.Int64Flag{Name: "max-body-bytes", Value: 64 << 20, EnvVars: []string{"AIVONX_MAX_BODY_BYTES"}, Usage: "largest request body accepted (413 above)"},
+		&cli.DurationFlag{Name: "first-byte-timeout", Value: 5 * time.Minute, EnvVars: []string{"AIVONX_FIRST_BYTE_TIMEOUT"},
+			Usage: "how long a node may take to send a stream's first token (model loads are slow), to take a request's body, or to fall silent mid-stream; answers that come whole are not bounded"},
+		&cli.DurationFlag{Name: "shutdown-timeout", Value: 60 * time.Second, EnvVars: []string{"AIVONX_SHUTDOWN_TIMEOUT"},
+			Usage: "on SIGTERM, how long in-flight streams may run before they are cut"},
+		&cli.DurationFlag{Name: "read-header-timeout", Value: 10 * time.Second, EnvVars: []string{"AIVONX_READ_HEADER_TIMEOUT"},
+			Usage: "how long a client may take to send its request headers (slow-loris guard)"},
+		&cli.DurationFlag{Name: "body-idle-timeout", Value: 60 * time.Second, EnvVars: []string{"AIVONX_BODY_IDLE_TIMEOUT"},
+			Usage: "how long a request body may stop arriving before the request ends with a 408 (a slow but steady upload is not cut)"},
+		&cli.BoolFlag{Name: "with-worker", EnvVars: []string{"AIVONX_WITH_WORKER"},
+			Usage: "in the shared mode, also run the health worker in this process (one-VM deployments)"},
+		&cli.StringFlag{Name: "lambda-front", Value: "function-url", EnvVars: []string{"AIVONX_LAMBDA_FRONT"},
+			Usage: "under Lambda: function-url (streaming), http-api or alb"},
+		&cli.StringFlag{Name: "pprof-addr", EnvVars: []string{"AIVONX_PPROF_ADDR"},
+			Usage: "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off by default"},
+		dataDirFlag, databaseFlag, redisFlag, redisPrefixFlag, logLevelFlag,
+		healthEveryFlag, modelsEveryFlag, riseFlag, fallFlag, lockTTLFlag, leaseTTLFlag,
+		secretKeyFlag, requireAPIKeyFlag, corsOriginFlag, trustedProxyFlag, adminPasswordFlag,
+		logFileFlag, nodeAllowFlag, metricsPrivateFlag, requestLogDaysFlag, requestLogMaxRowsFlag,
 	}
 }
 
