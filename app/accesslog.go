@@ -44,6 +44,9 @@ type access struct {
 	// wholeAnswer is set when the node answers only once it is done (not
 	// a stream): no first-byte timeout applies.
 	wholeAnswer bool
+	// hideUsage is set when the proxy asked for the stream's usage event
+	// on the client's behalf (route.asksUsage): the relay drops it.
+	hideUsage bool
 	// body is the request's body, bounded in its pauses.
 	body idleBody
 	// unrouted is set when no route took the request (404, 405): the

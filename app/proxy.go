@@ -42,6 +42,11 @@ type route struct {
 	// zstdBodies is set on the Responses API, where Ollama takes a body
 	// compressed with zstd (Codex sends them).
 	zstdBodies bool
+	// asksUsage is set on OpenAI's chat and completions, whose streams
+	// carry token counts only when the client asks (stream_options): the
+	// proxy asks for a client that did not, so that its history, metrics
+	// and key usage count the tokens, and keeps that event from it.
+	asksUsage bool
 }
 
 // The lastEvents of the SSE routes.
@@ -62,6 +67,9 @@ type requestFields struct {
 	// into memory, or, with a keep_alive of zero, unloads it (what `ollama
 	// stop` sends).
 	prompt, messages, keepAliveZero bool
+	// streamOptions is set when the body has OpenAI's "stream_options"
+	// (not null): the client chose whether its stream carries usage.
+	streamOptions bool
 }
 
 // loadOnly reports whether the request only loads or unloads the model.
@@ -183,6 +191,8 @@ func parseRequest(body []byte) (requestFields, error) {
 				f.messages = body[i] == '[' && body[skipSpace(body, i+1)] != ']'
 			case "keep_alive":
 				f.keepAliveZero = zeroKeepAlive(body[i:valEnd])
+			case "stream_options":
+				f.streamOptions = body[i] != 'n'
 			}
 		}
 		i = valEnd
@@ -195,6 +205,16 @@ func parseRequest(body []byte) (requestFields, error) {
 		return invalid("model", "model is required")
 	}
 	return f, nil
+}
+
+// withUsage returns the body, a JSON object without "stream_options",
+// asking for the stream's token counts (Ollama's openai middleware writes
+// them in an event of their own before [DONE]).
+func withUsage(body []byte) []byte {
+	body = bytes.TrimRight(body, jsonSpace)
+	const ask = `,"stream_options":{"include_usage":true}}`
+	out := make([]byte, 0, len(body)-1+len(ask))
+	return append(append(out, body[:len(body)-1]...), ask...)
 }
 
 // jsonString decodes the JSON string literal q, quotes included, which is
@@ -230,6 +250,8 @@ func fieldOf(q []byte) string {
 		return "messages"
 	case bytes.EqualFold(key, []byte("keep_alive")):
 		return "keep_alive"
+	case bytes.EqualFold(key, []byte("stream_options")):
+		return "stream_options"
 	}
 	return ""
 }
@@ -389,6 +411,9 @@ func (h *Handler) candidates(w http.ResponseWriter, r *http.Request, rt route) (
 		return nil, nil, f, nil, false
 	}
 	a.model, a.wholeAnswer = f.model, !f.streamed(rt)
+	if rt.asksUsage && !a.wholeAnswer && !f.streamOptions {
+		body, a.hideUsage = withUsage(body), true
+	}
 	v := h.view.get(r.Context(), h.now())
 	cands, err := v.snap.Candidates(f.model, h.routing())
 	if err != nil {

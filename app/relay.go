@@ -68,6 +68,10 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rt route, node *
 	// Whether one of the route's last events went by, checked as each
 	// chunk comes: the event may be longer than the tail.
 	ended := kind != sseBody || len(rt.lastEvents) == 0 || resp.StatusCode != http.StatusOK
+	var hider *usageHider
+	if a.hideUsage && kind == sseBody {
+		hider = new(usageHider)
+	}
 	for {
 		if waiter != nil {
 			waiter.waitData()
@@ -79,7 +83,12 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rt route, node *
 			chunk := (*bp)[:n]
 			ended = ended || holdsLine(t.buf[:t.n], chunk, rt.lastEvents)
 			t.add(chunk)
-			_, werr = w.Write(chunk)
+			if hider != nil {
+				chunk = hider.filter(chunk)
+			}
+			if len(chunk) > 0 {
+				_, werr = w.Write(chunk)
+			}
 		}
 		h.bufs.Put(bp)
 		if werr != nil {
@@ -97,6 +106,9 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rt route, node *
 			flush(w)
 		}
 		if rerr == io.EOF {
+			if hider != nil && len(hider.held) > 0 {
+				w.Write(hider.held) // a last line without its line break
+			}
 			break
 		}
 		if rerr != nil {
@@ -408,4 +420,54 @@ func lastNumber(b []byte, key string) int64 {
 		return 0
 	}
 	return n
+}
+
+// usageHider drops from an OpenAI stream the usage event the proxy asked
+// for on its client's behalf (route.asksUsage): the "data:" line of a chunk
+// with no choices and a usage, and the blank line that ends the event. A
+// client that did not ask may read choices[0] of every chunk. Lines are
+// judged whole: the part of a line one read cuts off waits for the rest,
+// which follows at once, as a node writes each event in one piece.
+type usageHider struct {
+	held      []byte // the start of a line whose end has not come yet
+	skipBlank bool   // the usage line went; the blank line after it goes too
+}
+
+// filter returns what of chunk the client gets; it may reuse chunk's array.
+func (u *usageHider) filter(chunk []byte) []byte {
+	if len(u.held) > 0 {
+		chunk = append(u.held, chunk...)
+		u.held = nil
+	}
+	if end := bytes.LastIndexByte(chunk, '\n') + 1; end < len(chunk) {
+		u.held = append([]byte(nil), chunk[end:]...)
+		chunk = chunk[:end]
+	}
+	out := chunk[:0] // written behind where it reads
+	for rest := chunk; len(rest) > 0; {
+		i := bytes.IndexByte(rest, '\n') + 1
+		line := rest[:i]
+		rest = rest[i:]
+		text := bytes.TrimRight(line, "\r\n")
+		switch {
+		case isUsageEvent(text):
+			u.skipBlank = true
+			continue
+		case u.skipBlank && len(text) == 0:
+			u.skipBlank = false
+			continue
+		}
+		u.skipBlank = false
+		out = append(out, line...)
+	}
+	return out
+}
+
+// isUsageEvent reports whether an SSE line is the data of an OpenAI chunk
+// that only carries usage, as Ollama writes it.
+func isUsageEvent(line []byte) bool {
+	data, ok := bytes.CutPrefix(line, []byte("data:"))
+	data = bytes.TrimLeft(data, " ")
+	return ok && len(data) > 0 && data[0] == '{' &&
+		bytes.Contains(data, []byte(`"choices":[]`)) && bytes.Contains(data, []byte(`"usage":{`))
 }

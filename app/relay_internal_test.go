@@ -44,3 +44,32 @@ func TestHoldsLine(t *testing.T) {
 		t.Error("a line split after a long one, ended by CRLF: not found")
 	}
 }
+
+// The usage event goes however the reads cut the stream, and nothing else
+// does: each split point of the stream, into two reads, gives the same.
+func TestUsageHiderSplits(t *testing.T) {
+	const (
+		token = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n"
+		usage = "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\n"
+		done  = "data: [DONE]\n\n"
+	)
+	stream := token + token + usage + done
+	want := token + token + done
+	for cut := 0; cut <= len(stream); cut++ {
+		var u usageHider
+		var got []byte
+		for _, part := range []string{stream[:cut], stream[cut:]} {
+			got = append(got, u.filter([]byte(part))...)
+		}
+		got = append(got, u.held...)
+		if string(got) != want {
+			t.Fatalf("cut at %d: got %q, want %q", cut, got, want)
+		}
+	}
+	// A stream with no usage event, and CRLF lines, pass whole.
+	var u usageHider
+	crlf := "data: {\"choices\":[{\"x\":1}]}\r\n\r\ndata: [DONE]\r\n\r\n"
+	if got := u.filter([]byte(crlf)); string(got) != crlf {
+		t.Fatalf("got %q", got)
+	}
+}

@@ -552,3 +552,51 @@ func TestRequestLogNamesRefusedUsers(t *testing.T) {
 		return len(p.Results) == 1 && p.Results[0].Path == "/api/proxy/nodes"
 	})
 }
+
+// An OpenAI stream carries token counts only when its client asks
+// (stream_options.include_usage), which most do not: the proxy asks for
+// them, records them, and keeps the usage event from a client that did not
+// ask, while one that did gets it as the node sent it.
+func TestOpenAIStreamUsage(t *testing.T) {
+	t.Parallel()
+	e := newRequestsEnv(t, app.ObserveConfig{}, nil)
+	for _, tt := range []struct{ path, body string }{
+		{"/v1/chat/completions", `{"model":"llama3","stream":true,"messages":[{"role":"user","content":"hi"}]}`},
+		{"/v1/completions", `{"model":"llama3","stream":true,"prompt":"hi"}`},
+	} {
+		t.Run(tt.path, func(t *testing.T) {
+			id := "usage-" + tt.path
+			resp, got := e.do("POST", tt.path, tt.body, "X-Request-Id", id)
+			expect(t, resp, got, 200, "data: [DONE]")
+			if strings.Contains(got, `"choices":[]`) || !strings.HasSuffix(got, "}\n\ndata: [DONE]\n\n") {
+				t.Fatalf("a client that did not ask got the usage event, or a broken end:\n%s", got)
+			}
+			for _, ev := range strings.Split(strings.TrimSpace(got), "\n\n") {
+				if !strings.HasPrefix(ev, "data: ") || strings.Contains(ev, "\n") {
+					t.Fatalf("event %q is not one data line", ev)
+				}
+			}
+			var r history.Record
+			waitFor(t, "the stream's record", func() bool {
+				for _, rec := range e.requests("limit=10").Results {
+					if rec.RequestID == id {
+						r = rec
+						return true
+					}
+				}
+				return false
+			})
+			if r.PromptTokens == 0 || r.CompletionTokens != 5 {
+				t.Fatalf("record %+v; want the node's counts (5 completion tokens)", r)
+			}
+
+			// A client that asked gets the event, counts and all.
+			asked := strings.Replace(tt.body, `"stream":true`, `"stream":true,"stream_options":{"include_usage":true}`, 1)
+			resp, got = e.do("POST", tt.path, asked)
+			expect(t, resp, got, 200, `"choices":[],`)
+			if !strings.Contains(got, `"completion_tokens":5`) {
+				t.Fatalf("the usage event lost its counts:\n%s", got)
+			}
+		})
+	}
+}

@@ -43,7 +43,7 @@ func (h *Handler) routes() *http.ServeMux {
 	}
 	// OpenAI-compatible routes.
 	for _, p := range []string{"/v1/chat/completions", "/v1/completions"} {
-		inference("POST "+p, openAIDialect, h.proxy(route{upstream: p, dialect: openAIDialect, streams: true, lastEvents: openAIChatEnd}))
+		inference("POST "+p, openAIDialect, h.proxy(route{upstream: p, dialect: openAIDialect, streams: true, lastEvents: openAIChatEnd, asksUsage: true}))
 	}
 	inference("POST /v1/embeddings", openAIDialect, h.proxy(route{upstream: "/v1/embeddings", dialect: openAIDialect}))
 	// OpenAI's Responses API and Anthropic's Messages API, which Ollama
