@@ -280,7 +280,7 @@ func init() {
 			Params: logParams(), Resp: map[int]apiRes{200: {Desc: "a page", Schema: ref("LogPage")}, 400: fieldErrRes, 404: errRes("no log file configured")}},
 		apiOp{Method: "GET", Path: "/api/logs/", Tag: "logs", Auth: "user", Summary: "the upstream's path of /api/logs",
 			Params: logParams(), Resp: map[int]apiRes{200: {Desc: "a page", Schema: ref("LogPage")}, 400: fieldErrRes, 404: errRes("no log file configured")}},
-		apiOp{Method: "GET", Path: "/metrics", Tag: "operations", Summary: "Prometheus metrics (public unless configured otherwise)",
+		apiOp{Method: "GET", Path: "/metrics", Tag: "operations", Summary: "Prometheus metrics (public unless --metrics-private: then an API key or a login)",
 			Resp: map[int]apiRes{200: {Desc: "Prometheus text format", CT: "text/plain", Schema: typ("string")}}},
 		apiOp{Method: "GET", Path: "/api/schema", Tag: "operations", Summary: "this document",
 			Params: []apiParam{{Name: "format", In: "query", Type: "string", Desc: "json (default) or yaml"}},
