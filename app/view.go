@@ -24,6 +24,11 @@ type view struct {
 	// storeErr and statusErr remember whether the last refresh had to keep
 	// older data because a dependency failed.
 	storeErr, statusErr error
+	// hung is set when the refresh took half its bound or more: a
+	// dependency hung before something answered for it (Redis, with the
+	// statuses read from Postgres instead). Requests wait on the next
+	// refresh as briefly as after a failure.
+	hung bool
 }
 
 // lastPass is when the health worker's last full pass ended, from the
@@ -93,7 +98,7 @@ func (c *viewCache) get(ctx context.Context, now time.Time) *view {
 	// Wait as long as a load may take, unless the last one failed: a store
 	// or Redis that hangs would cost every request its timeout.
 	bound := maxLoad
-	if v.storeErr != nil || v.statusErr != nil {
+	if v.storeErr != nil || v.statusErr != nil || v.hung {
 		bound = inlineWait
 	}
 	wait := time.NewTimer(bound - time.Since(r.started))
@@ -176,6 +181,7 @@ func (h *Handler) loadView(ctx context.Context, prev *view) (v *view) {
 	}()
 	ctx, cancel := context.WithTimeout(ctx, maxLoad)
 	defer cancel()
+	start := time.Now()
 	v = &view{at: h.now(), settings: fleet.DefaultSettings()}
 	if prev != nil {
 		v.nodes, v.settings, v.statuses = prev.nodes, prev.settings, prev.statuses
@@ -195,10 +201,11 @@ func (h *Handler) loadView(ctx context.Context, prev *view) (v *view) {
 	v.statusErr = err
 	h.logTransition(prev, "node store", prevErr(prev, true), v.storeErr)
 	h.logTransition(prev, "status source", prevErr(prev, false), v.statusErr)
-	if v.storeErr != nil || v.statusErr != nil {
-		// What failed may have taken the whole timeout: count the view's
-		// age from now, so that the next requests do not each start (and
-		// wait on) another slow refresh at once.
+	v.hung = time.Since(start) >= maxLoad/2
+	if v.storeErr != nil || v.statusErr != nil || v.hung {
+		// What failed, or hung, may have taken the whole timeout: count
+		// the view's age from now, so that the next requests do not each
+		// start (and wait on) another slow refresh at once.
 		v.at = h.now()
 	}
 

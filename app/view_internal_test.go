@@ -203,3 +203,39 @@ func TestViewRefreshPanicKeepsTheLastView(t *testing.T) {
 		t.Fatalf("after a panicking refresh: nodes %+v, err %v, log %s", v.nodes, v.storeErr, logs.String())
 	}
 }
+
+// slowStatuses answers, but only after a hang: a Redis that hangs with
+// Postgres answering for it (the shared mode's fallback) looks so here.
+type slowStatuses struct {
+	*memory.StatusBoard
+	delay atomic.Int64 // nanoseconds
+}
+
+func (s *slowStatuses) Statuses(ctx context.Context) ([]fleet.Status, error) {
+	time.Sleep(time.Duration(s.delay.Load()))
+	return s.StatusBoard.Statuses(ctx)
+}
+
+// A refresh that succeeds only after a hang is not waited on in full by
+// every request whose view is too old: as after a failure, a request waits
+// at most inlineWait, then routes by the previous view.
+func TestViewCacheBoundsTheWaitOnAHungDependency(t *testing.T) {
+	statuses := &slowStatuses{StatusBoard: memory.NewStatusBoard()}
+	h, err := New(Config{RefreshEvery: time.Millisecond}, Deps{Fleet: &panickyStore{}, Statuses: statuses,
+		InFlight: memory.NewInFlight(), Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	statuses.delay.Store(int64(maxLoad/2 + 100*time.Millisecond))
+	first := h.view.get(context.Background(), time.Now()) // waited for: nothing else to route by
+	if first == nil || !first.hung {
+		t.Fatalf("first view %+v; want it marked hung", first)
+	}
+	start := time.Now()
+	if v := h.view.get(context.Background(), time.Now().Add(time.Hour)); v != first {
+		t.Fatal("the request did not route by the previous view")
+	}
+	if waited := time.Since(start); waited > inlineWait+200*time.Millisecond {
+		t.Fatalf("a request waited %s on a refresh like the last, which hung; want at most %s", waited, inlineWait)
+	}
+}
