@@ -290,6 +290,40 @@ func TestCLINotesANewStore(t *testing.T) {
 	}
 }
 
+// A command that takes no argument refuses one: urfave/cli reads no flag
+// after it, so the key below would have been created without its limit.
+func TestCLIRefusesStrayArguments(t *testing.T) {
+	t.Setenv("DATABASE_URL", "")
+	t.Setenv("AIVONX_DATABASE_URL", "")
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"keys", "create", "--data-dir", dir, "--name", "ci", "extra", "--rpm", "60"},
+		{"users", "create", "--data-dir", dir, "--username", "bob", "extra"},
+		{"users", "list", "--data-dir", dir, "extra"},
+		{"keys", "list", "--data-dir", dir, "extra"},
+		{"config", "show", "--data-dir", dir, "extra"},
+		{"migrate", "status", "extra"},
+	} {
+		var stderr bytes.Buffer
+		a := newCLI()
+		a.Writer, a.ErrWriter = io.Discard, &stderr
+		a.ExitErrHandler = func(*cli.Context, error) {}
+		err := a.Run(append([]string{"aivonx"}, args...))
+		want := strings.Join(args[:2], " ") + " takes no arguments"
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("aivonx %v: err = %v; want %q", args, err, want)
+		}
+	}
+	store, err := sqlite.Open(context.Background(), dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	if keys, err := store.Keys(context.Background()); err != nil || len(keys) != 0 {
+		t.Fatalf("keys %+v, %v; want none created", keys, err)
+	}
+}
+
 // TestCLINotesAnEmptiedStore: a store file truncated to nothing (a full
 // disk, a bad restore) is not taken for a new store in silence.
 func TestCLINotesAnEmptiedStore(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -54,10 +55,31 @@ func newCLI() *cli.App {
 	for _, cmd := range app.Commands {
 		cmd.Before = noNegativeDurations
 	}
+	refuseStrayArgs(app.Commands)
 	// go-redis prints every failed dial to stderr; the commands report
 	// their own errors, once (serve installs its logger instead).
 	goredis.SetLogger(redis.DriverLogger{})
 	return app
+}
+
+// refuseStrayArgs makes every command that takes no argument (no
+// ArgsUsage) refuse one: urfave/cli stops reading flags at the first
+// argument, so "keys create --name ci extra --rpm 60" would otherwise
+// create a key with no limit, and say nothing of the --rpm it dropped.
+func refuseStrayArgs(cmds []*cli.Command) {
+	for _, cmd := range cmds {
+		refuseStrayArgs(cmd.Subcommands)
+		if cmd.Action == nil || strings.TrimSpace(cmd.ArgsUsage) != "" {
+			continue
+		}
+		action := cmd.Action
+		cmd.Action = func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return fmt.Errorf("%s takes no arguments, got %q (flags go before any argument)", strings.TrimPrefix(c.Command.HelpName, c.App.Name+" "), c.Args().Slice())
+			}
+			return action(c)
+		}
+	}
 }
 
 // noNegativeDurations refuses a negative duration flag by its name: the
