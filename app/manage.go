@@ -296,4 +296,30 @@ func (h *Handler) refreshNode(ctx context.Context, id int64) {
 		h.log.Warn("refresh node", "node_id", id, "err", err.Error())
 	}
 	h.view.invalidate()
+	h.probeAgainWhileNoPasses(ctx, id)
+}
+
+// probeAgainWhileNoPasses probes a node that a re-probe left down once
+// more, a health interval later (StatusMaxAge is three), while no worker
+// passes (stopped, or failing): nothing else would probe it, and it would
+// stay out of rotation for good after it recovers. With a worker passing,
+// its passes do that, after their rise threshold.
+func (h *Handler) probeAgainWhileNoPasses(ctx context.Context, id int64) {
+	v := h.view.get(ctx, h.now())
+	m, ok := v.snap.Member(id)
+	if !ok || !m.Node.Enabled || h.routing().Up(m) {
+		return
+	}
+	// Whether passes go on is read off the other nodes: this one's status
+	// is the re-probe's own. With no other node to tell, probe again.
+	var others []fleet.Status
+	for _, o := range v.snap.Members() {
+		if o.Node.ID != id && o.Known {
+			others = append(others, o.Status)
+		}
+	}
+	if last := fleet.LastPass(others); !last.IsZero() && h.now().Sub(last) <= h.cfg.StatusMaxAge {
+		return
+	}
+	time.AfterFunc(h.cfg.StatusMaxAge/3, func() { h.recheck(id) })
 }

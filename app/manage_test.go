@@ -315,6 +315,46 @@ func TestNodeSaveProbes(t *testing.T) {
 	})
 }
 
+// A node added by another process (the CLI, another replica) is probed as
+// soon as this replica reads it, not at the next pass.
+func TestNodeAddedElsewhereIsProbedAtOnce(t *testing.T) {
+	a := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+	b := fakeollama.Start(t, fakeollama.Options{Models: []string{"qwen:7b"}})
+	e := newManageEnv(t, app.Config{}, app.Deps{}, a)
+	if _, err := e.store.CreateNode(context.Background(), fleet.Node{Name: "nodeB", BaseURL: b.URL(), Enabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new node serving without a pass", func() bool {
+		status, _ := e.do("POST", "/api/chat", `{"model":"qwen:7b","stream":false,"messages":[{"role":"user","content":"hi"}]}`)
+		return status == 200
+	})
+}
+
+// With the worker stopped, a node that a re-probe found down is probed
+// again until it passes: nothing else would bring it back.
+func TestNodeDownIsProbedAgainWithoutPasses(t *testing.T) {
+	a := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
+	b := fakeollama.Start(t, fakeollama.Options{Models: []string{"qwen:7b"}})
+	e := newManageEnv(t, app.Config{StatusMaxAge: 300 * time.Millisecond}, app.Deps{}, a, b)
+	time.Sleep(400 * time.Millisecond) // no pass since: the worker is "stopped"
+	a.Stop()
+	chat := func() int {
+		status, _ := e.do("POST", "/api/chat", `{"model":"llama3","stream":false,"messages":[{"role":"user","content":"hi"}]}`)
+		return status
+	}
+	if status := chat(); status == 200 {
+		t.Fatal("a stopped node answered")
+	}
+	waitFor(t, "the stopped node re-probed and found down", func() bool {
+		st := e.expect("GET", "/api/proxy/nodes/1", "", 200)["status"].(map[string]any)
+		return st["healthy"] == false && !strings.HasPrefix(fmt.Sprint(st["reason"]), "unreachable")
+	})
+	if err := a.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the node back without a pass", func() bool { return chat() == 200 })
+}
+
 // TestNodeSaveLeavesWorkerStale: the probe a save triggers is not a health
 // pass; with the worker stopped, /api/health and /metrics keep saying so.
 func TestNodeSaveLeavesWorkerStale(t *testing.T) {
