@@ -149,6 +149,17 @@ func runCLI(t *testing.T, stdin string, args ...string) (string, error) {
 	return out.String(), err
 }
 
+// runCLIStderr runs the aivonx command line and returns what it wrote to
+// stderr.
+func runCLIStderr(args ...string) (string, error) {
+	var stderr bytes.Buffer
+	a := newCLI()
+	a.Writer, a.ErrWriter = io.Discard, &stderr
+	a.ExitErrHandler = func(*cli.Context, error) {}
+	err := a.Run(append([]string{"aivonx"}, args...))
+	return stderr.String(), err
+}
+
 func TestUsersAndKeysCLI(t *testing.T) {
 	t.Setenv("DATABASE_URL", "")
 	t.Setenv("AIVONX_DATABASE_URL", "")
@@ -273,14 +284,11 @@ func TestCLINotesANewStore(t *testing.T) {
 	t.Setenv("AIVONX_DATABASE_URL", "")
 	dir := filepath.Join(t.TempDir(), "data")
 	run := func() string {
-		var stderr bytes.Buffer
-		a := newCLI()
-		a.Writer, a.ErrWriter = io.Discard, &stderr
-		a.ExitErrHandler = func(*cli.Context, error) {}
-		if err := a.Run([]string{"aivonx", "nodes", "list", "--data-dir", dir}); err != nil {
+		stderr, err := runCLIStderr("nodes", "list", "--data-dir", dir)
+		if err != nil {
 			t.Fatal(err)
 		}
-		return stderr.String()
+		return stderr
 	}
 	if note := run(); !strings.Contains(note, "no store was at "+filepath.Join(dir, "aivonx.db")) || !strings.Contains(note, "--data-dir "+dir) {
 		t.Fatalf("first run's stderr %q; want the note", note)
@@ -304,11 +312,7 @@ func TestCLIRefusesStrayArguments(t *testing.T) {
 		{"config", "show", "--data-dir", dir, "extra"},
 		{"migrate", "status", "extra"},
 	} {
-		var stderr bytes.Buffer
-		a := newCLI()
-		a.Writer, a.ErrWriter = io.Discard, &stderr
-		a.ExitErrHandler = func(*cli.Context, error) {}
-		err := a.Run(append([]string{"aivonx"}, args...))
+		_, err := runCLIStderr(args...)
 		want := strings.Join(args[:2], " ") + " takes no arguments"
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("aivonx %v: err = %v; want %q", args, err, want)
@@ -333,14 +337,11 @@ func TestCLINotesAnEmptiedStore(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "aivonx.db"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var stderr bytes.Buffer
-	a := newCLI()
-	a.Writer, a.ErrWriter = io.Discard, &stderr
-	a.ExitErrHandler = func(*cli.Context, error) {}
-	if err := a.Run([]string{"aivonx", "nodes", "list", "--data-dir", dir}); err != nil {
+	note, err := runCLIStderr("nodes", "list", "--data-dir", dir)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if note := stderr.String(); !strings.Contains(note, "was an empty file") {
+	if !strings.Contains(note, "was an empty file") {
 		t.Fatalf("stderr %q; want the note that the store was empty", note)
 	}
 }
