@@ -315,21 +315,6 @@ func TestNodeSaveProbes(t *testing.T) {
 	})
 }
 
-// A node added by another process (the CLI, another replica) is probed as
-// soon as this replica reads it, not at the next pass.
-func TestNodeAddedElsewhereIsProbedAtOnce(t *testing.T) {
-	a := fakeollama.Start(t, fakeollama.Options{Models: []string{"llama3:latest"}})
-	b := fakeollama.Start(t, fakeollama.Options{Models: []string{"qwen:7b"}})
-	e := newManageEnv(t, app.Config{}, app.Deps{}, a)
-	if _, err := e.store.CreateNode(context.Background(), fleet.Node{Name: "nodeB", BaseURL: b.URL(), Enabled: true}); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the new node serving without a pass", func() bool {
-		status, _ := e.do("POST", "/api/chat", `{"model":"qwen:7b","stream":false,"messages":[{"role":"user","content":"hi"}]}`)
-		return status == 200
-	})
-}
-
 // With the worker stopped, a node that a re-probe found down is probed
 // again until it passes: nothing else would bring it back.
 func TestNodeDownIsProbedAgainWithoutPasses(t *testing.T) {

@@ -216,16 +216,6 @@ func (h *Handler) loadView(ctx context.Context, prev *view) (v *view) {
 			v.urls[n.ID] = u
 		}
 	}
-	if v.statusErr == nil {
-		// A node no check has seen yet was added by another process (the
-		// CLI, another replica): probe it now rather than at the next pass,
-		// as an add through this replica's API does.
-		for _, m := range v.snap.Members() {
-			if !m.Known && m.Node.Enabled {
-				h.recheck(m.Node.ID)
-			}
-		}
-	}
 	return v
 }
 

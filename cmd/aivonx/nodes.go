@@ -15,7 +15,7 @@ func nodesCommand() *cli.Command {
 	storeFlags := []cli.Flag{dataDirFlag, databaseFlag, logLevelFlag}
 	return &cli.Command{
 		Name:  "nodes",
-		Usage: "list and edit the Ollama nodes (works while serve runs; changes apply within a second)",
+		Usage: "list and edit the Ollama nodes (works while serve runs; changes apply within a second, and a node added here takes requests after its first probe, at the next health pass)",
 		Subcommands: []*cli.Command{
 			{
 				Name: "list", Usage: "list the nodes",
