@@ -168,11 +168,13 @@ type Handler struct {
 	// probe is due, so that a burst of failures probes a node once.
 	recheckMu sync.Mutex
 	rechecks  map[int64]recheckState
-	bufs      sync.Pool
-	now       func() time.Time
-	patterns  []string // every route, see Patterns
-	ext       extensions
-	ending    atomic.Bool // EndStreams was called
+	// refreshTurn lets one refreshNode probe at a time (see there).
+	refreshTurn chan struct{}
+	bufs        sync.Pool
+	now         func() time.Time
+	patterns    []string // every route, see Patterns
+	ext         extensions
+	ending      atomic.Bool // EndStreams was called
 	// ended is cancelled by EndStreams, for the work that a request runs
 	// on its own rather than through the relay (the merged pulls).
 	ended    context.Context
@@ -198,6 +200,8 @@ func New(cfg Config, deps Deps) (*Handler, error) {
 		deps:      deps,
 		transport: cfg.Transport,
 		now:       time.Now,
+
+		refreshTurn: make(chan struct{}, 1),
 	}
 	h.ended, h.endWaits = context.WithCancel(context.Background())
 	if h.transport == nil {

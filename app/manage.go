@@ -286,10 +286,26 @@ func (h *Handler) refreshSoon(id int64) {
 }
 
 // refreshNode probes a node now and makes the next request see the result.
+//
+// The probes take turns, and a probe's time starts with its turn: the
+// worker runs them one at a time anyway, and a bound that ran out while
+// others took theirs (nodes that hang take the whole probe timeout) would
+// fail the probe of a healthy node, and record it down. One that waits
+// longer than a probe's bound for its turn is dropped: the next pass does
+// its work.
 func (h *Handler) refreshNode(ctx context.Context, id int64) {
 	if h.deps.Refresher == nil {
 		return
 	}
+	turn := time.NewTimer(h.cfg.Manage.RefreshTimeout)
+	select {
+	case h.refreshTurn <- struct{}{}:
+		turn.Stop()
+	case <-turn.C:
+		h.log.Warn("refresh node: dropped, other probes took too long; the next pass probes it", "node_id", id)
+		return
+	}
+	defer func() { <-h.refreshTurn }()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.Manage.RefreshTimeout)
 	defer cancel()
 	if err := h.deps.Refresher.RefreshNode(ctx, id); err != nil {

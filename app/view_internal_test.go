@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -237,5 +238,50 @@ func TestViewCacheBoundsTheWaitOnAHungDependency(t *testing.T) {
 	}
 	if waited := time.Since(start); waited > inlineWait+200*time.Millisecond {
 		t.Fatalf("a request waited %s on a refresh like the last, which hung; want at most %s", waited, inlineWait)
+	}
+}
+
+// hangingRefresher is a worker that probes one node at a time, as the real
+// one does, where node 1 hangs for the whole wait.
+type hangingRefresher struct {
+	mu      sync.Mutex
+	hang    time.Duration
+	expired atomic.Int32 // probes that began with their time already out
+	probed  atomic.Int32
+}
+
+func (r *hangingRefresher) RefreshNode(ctx context.Context, id int64) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ctx.Err() != nil {
+		r.expired.Add(1)
+		return ctx.Err()
+	}
+	r.probed.Add(1)
+	if id == 1 {
+		time.Sleep(r.hang)
+	}
+	return nil
+}
+
+// Probes queued behind a node that hangs do not start with their time
+// already spent: a healthy node would be recorded down.
+func TestRefreshNodeTimeStartsWithItsTurn(t *testing.T) {
+	r := &hangingRefresher{hang: 150 * time.Millisecond}
+	h, err := New(Config{RefreshEvery: time.Millisecond, Manage: ManageConfig{RefreshTimeout: 200 * time.Millisecond}},
+		Deps{Fleet: &panickyStore{}, Statuses: memory.NewStatusBoard(), InFlight: memory.NewInFlight(),
+			Log: slog.New(slog.DiscardHandler), Refresher: r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for _, id := range []int64{1, 1, 2} {
+		wg.Add(1)
+		go func() { defer wg.Done(); h.refreshNode(context.Background(), id) }()
+		time.Sleep(10 * time.Millisecond) // in this order
+	}
+	wg.Wait()
+	if n := r.expired.Load(); n != 0 {
+		t.Fatalf("%d probes began with their time out (%d ran)", n, r.probed.Load())
 	}
 }
