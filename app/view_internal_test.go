@@ -97,10 +97,12 @@ func TestViewCacheRefreshBeforeAnEditIsNotCurrent(t *testing.T) {
 // frozen one's late result is dropped.
 func TestViewCacheReplacesAFrozenRefresh(t *testing.T) {
 	frozen := make(chan struct{})
+	inFrozen := make(chan struct{})
 	c := viewCache{every: 10 * time.Millisecond}
 	var calls atomic.Int32
 	c.load = func(ctx context.Context, prev *view) *view {
 		if calls.Add(1) == 2 {
+			close(inFrozen)
 			<-frozen
 			return &view{at: time.Now(), storeErr: errFrozen}
 		}
@@ -108,7 +110,12 @@ func TestViewCacheReplacesAFrozenRefresh(t *testing.T) {
 	}
 	c.get(context.Background(), time.Now())
 	r := c.refreshFrom(context.Background(), c.cur.Load()) // the one that freezes
-	r.started = time.Now().Add(-time.Hour)                 // ...for an hour
+	// Its load must be the second call: the new refresh below must not
+	// start before it and take the freeze in its place.
+	<-inFrozen
+	c.mu.Lock()
+	r.started = time.Now().Add(-time.Hour) // ...for an hour
+	c.mu.Unlock()
 	v := c.get(context.Background(), time.Now().Add(time.Hour))
 	if v == nil || v.storeErr != nil || calls.Load() != 3 {
 		t.Fatalf("after the thaw: view %+v after %d loads; want a new refresh's", v, calls.Load())
