@@ -80,9 +80,9 @@ func authConfig(c *cli.Context, b *backend, log *slog.Logger) (app.AuthConfig, e
 	if err != nil {
 		return app.AuthConfig{}, err
 	}
-	proxies, err := parsePrefixes(c.StringSlice(trustedProxyFlag.Name))
+	proxies, err := trustedProxies(c)
 	if err != nil {
-		return app.AuthConfig{}, fmt.Errorf("--%s: %w", trustedProxyFlag.Name, err)
+		return app.AuthConfig{}, err
 	}
 	pw, err := secret(c, adminPasswordFlag)
 	if err != nil {
@@ -97,6 +97,15 @@ func authConfig(c *cli.Context, b *backend, log *slog.Logger) (app.AuthConfig, e
 		CORSOrigins:    c.StringSlice(corsOriginFlag.Name),
 		TrustedProxies: proxies,
 	}, nil
+}
+
+// trustedProxies reads --trusted-proxy.
+func trustedProxies(c *cli.Context) ([]netip.Prefix, error) {
+	proxies, err := parsePrefixes(c.StringSlice(trustedProxyFlag.Name))
+	if err != nil {
+		return nil, fmt.Errorf("--%s: %w", trustedProxyFlag.Name, err)
+	}
+	return proxies, nil
 }
 
 // parsePrefixes reads addresses ("10.0.0.7") and CIDRs ("10.0.0.0/8").

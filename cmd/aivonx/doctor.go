@@ -436,21 +436,17 @@ func checkServeFlags(c *cli.Context) error {
 	if _, err := manageConfig(c); err != nil {
 		return err
 	}
-	if _, err := parsePrefixes(c.StringSlice(trustedProxyFlag.Name)); err != nil {
-		return fmt.Errorf("--%s: %w", trustedProxyFlag.Name, err)
+	if _, err := trustedProxies(c); err != nil {
+		return err
 	}
 	if s := c.String("strategy"); s != "" {
 		if _, err := fleet.ParseStrategy(s); err != nil {
 			return fmt.Errorf("--strategy: %w", err)
 		}
 	}
-	for _, v := range c.StringSlice("node") {
-		for _, u := range strings.Split(v, ",") {
-			if u = strings.TrimSpace(u); u != "" {
-				if _, err := fleet.NormalizeURL(u); err != nil {
-					return fmt.Errorf("--node %q: %w", maskURL(u), err)
-				}
-			}
+	for _, u := range nodeFlagURLs(c) {
+		if _, err := fleet.NormalizeURL(u); err != nil {
+			return fmt.Errorf("--node %q: %w", maskURL(u), err)
 		}
 	}
 	return nil

@@ -261,11 +261,9 @@ func newWorker(c *cli.Context, b *backend, log *slog.Logger) (*worker.Worker, er
 // localOllama is the node the embedded mode starts with when given none.
 const localOllama = "http://127.0.0.1:11434"
 
-// seedStore adds the --node URLs that the store lacks, saves --strategy when
-// given, and in the embedded mode falls back to a local Ollama when the
-// store has no node at all.
-func seedStore(c *cli.Context, store nodeStore, embedded bool, log *slog.Logger) error {
-	ctx := c.Context
+// nodeFlagURLs are the URLs --node gives: repeated, or comma-separated in
+// the environment variable.
+func nodeFlagURLs(c *cli.Context) []string {
 	var urls []string
 	for _, v := range c.StringSlice("node") {
 		for _, u := range strings.Split(v, ",") {
@@ -274,6 +272,15 @@ func seedStore(c *cli.Context, store nodeStore, embedded bool, log *slog.Logger)
 			}
 		}
 	}
+	return urls
+}
+
+// seedStore adds the --node URLs that the store lacks, saves --strategy when
+// given, and in the embedded mode falls back to a local Ollama when the
+// store has no node at all.
+func seedStore(c *cli.Context, store nodeStore, embedded bool, log *slog.Logger) error {
+	ctx := c.Context
+	urls := nodeFlagURLs(c)
 	existing, err := store.Nodes(ctx)
 	if err != nil {
 		return fmt.Errorf("read nodes: %w", err)
