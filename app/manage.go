@@ -328,13 +328,7 @@ func (h *Handler) probeAgainWhileNoPasses(ctx context.Context, id int64) {
 	}
 	// Whether passes go on is read off the other nodes: this one's status
 	// is the re-probe's own. With no other node to tell, probe again.
-	var others []fleet.Status
-	for _, o := range v.snap.Members() {
-		if o.Node.ID != id && o.Known {
-			others = append(others, o.Status)
-		}
-	}
-	if last := fleet.LastPass(others); !last.IsZero() && h.now().Sub(last) <= h.cfg.StatusMaxAge {
+	if last := v.lastPassWithout(id); !last.IsZero() && h.now().Sub(last) <= h.cfg.StatusMaxAge {
 		return
 	}
 	time.AfterFunc(h.cfg.StatusMaxAge/3, func() { h.recheck(id) })

@@ -33,11 +33,17 @@ type view struct {
 
 // lastPass is when the health worker's last full pass ended, from the
 // statuses of the fleet's nodes (see [fleet.LastPass]).
-func (v *view) lastPass() time.Time {
+func (v *view) lastPass() time.Time { return v.lastPassWithout(0) }
+
+// lastPassWithout is lastPass read off every node but skip, whose status
+// may be a re-probe's own.
+func (v *view) lastPassWithout(skip int64) time.Time {
 	members := v.snap.Members()
-	statuses := make([]fleet.Status, len(members))
-	for i, m := range members {
-		statuses[i] = m.Status
+	statuses := make([]fleet.Status, 0, len(members))
+	for _, m := range members {
+		if m.Node.ID != skip {
+			statuses = append(statuses, m.Status)
+		}
 	}
 	return fleet.LastPass(statuses)
 }
