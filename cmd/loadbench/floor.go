@@ -49,7 +49,7 @@ func serveFloor(node string) error {
 	// The body is read whole first, as Aivonx reads it for the model:
 	// streamed from the client, the Transport reads it once more after its
 	// declared length, which fails once the server has answered, and the
-	// Transport then cuts the response (golang/go#40747: 1-4% of requests).
+	// Transport then cuts the response (golang/go#40747: about 1.5% of requests here).
 	whole := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, err := io.ReadAll(r.Body)
 		if err != nil {
